@@ -1,0 +1,3 @@
+from tasktune.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Command line: each verb maps to one function; no logic lives here.
+
+    tasktune train cfg.yaml [key.sub=value ...] [--overwrite]      -> run.train
+    tasktune eval RUN | --model M --task T --data F [--baseline]    -> run.evaluate
+    tasktune predict RUN --text T | --input F [--output F] | --interactive -> run.predict
+    tasktune data inspect FILE [--model M]                          -> data.inspect.inspect_file
+    tasktune data validate cfg.yaml [key.sub=value ...]             -> run.validate
+    tasktune tasks                                                  -> the task registry
+
+A user error prints one line `error: ...` and exits with status 2 (tracebacks with --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tasktune import __version__
+from tasktune.errors import UserError
+
+
+def _columns(items: list[str] | None) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--column '{item}': write it as FIELD=COLUMN, e.g. --column text=review")
+        field, col = item.split("=", 1)
+        out[field] = col
+    return out
+
+
+def cmd_train(a):
+    from tasktune.config import load_config
+    from tasktune.run import train
+
+    metrics = train(load_config(a.config, a.overrides), overwrite=a.overwrite)
+    return {k: v for k, v in metrics.items() if isinstance(v, float)}
+
+
+def cmd_eval(a):
+    from tasktune.run import evaluate
+
+    return evaluate(run=a.run, model=a.model, task_name=a.task, data=a.data, baseline=a.baseline,
+                    columns=_columns(a.column), out=a.out)
+
+
+def cmd_predict(a):
+    from tasktune.run import predict
+
+    predict(a.run, text=a.text, input=a.input, output=a.output, interactive=a.interactive, batch_size=a.batch_size)
+
+
+def cmd_inspect(a):
+    from tasktune.data.inspect import inspect_file
+
+    return inspect_file(a.file, model=a.model, columns=_columns(a.column), out=a.out)
+
+
+def cmd_validate(a):
+    from tasktune.config import load_config
+    from tasktune.run import validate
+
+    return validate(load_config(a.config, a.overrides))
+
+
+def cmd_tasks(a):
+    from tasktune.tasks import TASKS
+
+    return {name: (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+            for name, cls in TASKS.items()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tasktune.config import config_help
+
+    p = argparse.ArgumentParser(prog="tasktune", description="Fine-tune, evaluate and compare language models "
+                                "for NLP tasks from one YAML file.")
+    p.add_argument("--version", action="version", version=f"tasktune {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    epilog = "config keys (set in YAML or as key.sub=value):\n" + "\n".join(config_help())
+
+    t = sub.add_parser("train", help="train a model from a YAML config into its run folder", epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("config", help="YAML config file")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=2")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a run (or --model) on labelled data")
+    e.add_argument("run", nargs="?", help="run folder")
+    e.add_argument("--model", help="a model folder or name instead of a run (e.g. a baseline)")
+    e.add_argument("--task", help="task family for --model (see `tasktune tasks`)")
+    e.add_argument("--data", help="labelled file; default: the run's eval split")
+    e.add_argument("--baseline", action="store_true", help="also score trivial baselines on the same rows")
+    e.add_argument("--column", action="append", metavar="FIELD=COLUMN", help="column mapping, repeatable")
+    e.add_argument("--out", help="output folder; default RUN/eval/<split>")
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("predict", help="predict with a trained run")
+    r.add_argument("run", help="run folder")
+    r.add_argument("--text", help="one input text")
+    r.add_argument("--input", help="file of rows (jsonl, csv, ...)")
+    r.add_argument("--output", help="where --input's predictions go (jsonl); default stdout")
+    r.add_argument("--interactive", action="store_true", help="read texts line by line until EOF")
+    r.add_argument("--batch-size", type=int, default=32)
+    r.set_defaults(func=cmd_predict)
+
+    d = sub.add_parser("data", help="inspect or validate data").add_subparsers(dest="data_verb", required=True)
+    i = d.add_parser("inspect", help="counts, label balance, token-length histogram")
+    i.add_argument("file")
+    i.add_argument("--model", help="tokenizer to count tokens with")
+    i.add_argument("--column", action="append", metavar="FIELD=COLUMN", help="column mapping, repeatable")
+    i.add_argument("--out", help="histogram PNG path; default <file stem>.lengths.png")
+    i.set_defaults(func=cmd_inspect)
+    v = d.add_parser("validate", help="run every check a training run would make, without loading a model")
+    v.add_argument("config")
+    v.add_argument("overrides", nargs="*")
+    v.set_defaults(func=cmd_validate)
+
+    sub.add_parser("tasks", help="list task families").set_defaults(func=cmd_tasks)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 user error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if isinstance(result, dict) and result:
+        print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+    return 0

@@ -1,0 +1,1 @@
+"""Data layer: readers, column mapping, splits, validation and inspection."""

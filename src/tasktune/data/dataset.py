@@ -1,0 +1,80 @@
+"""From config to checked rows: read files, map columns, split, sample, validate.
+
+This is every data check a run makes; `tasktune data validate` calls it without loading a model.
+
+Example:
+    splits = load_splits(cfg, task)
+    splits.train[0]   # {'text': '...', 'label': 'positive', 'id': 'train.csv#2'}
+    splits.info       # files (sha256, rows) and the ids of the train/eval split, for data.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+from tasktune.data.builtin import resolve_data_path
+from tasktune.data.readers import map_columns, read_table
+from tasktune.data.split import sample_rows, stratified_split
+from tasktune.errors import UserError
+
+
+@dataclass
+class Splits:
+    train: list[dict]
+    eval: list[dict]
+    test: list[dict] | None
+    state: dict
+    info: dict = field(default_factory=dict)
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_rows(spec: str, task, columns: dict, labelled: bool = True) -> tuple[list[dict], object, dict]:
+    """Rows of one file with task field names and an `id` each, plus the table and file info.
+
+    Rows without an id column get `<file name>#<line>` ids, stable across runs.
+    """
+    path = resolve_data_path(spec)
+    table = read_table(path)
+    required = task.required_columns if labelled else [c for c in task.required_columns if c != "label"]
+    optional = task.optional_columns + ([] if labelled else ["label"])
+    rows = map_columns(table, columns, required, optional)
+    base = os.path.basename(path)
+    for i, row in enumerate(rows):
+        row["id"] = str(row["id"]) if row.get("id") is not None else f"{base}#{table.lines[i]}"
+    info = {"path": os.path.abspath(path), "sha256": sha256_file(path), "rows": len(rows)}
+    return rows, table, info
+
+
+def load_splits(cfg, task, state: dict | None = None) -> Splits:
+    """Train, eval (and test) rows for `cfg`, validated; `state` is derived from train unless given."""
+    if not cfg.data.train:
+        raise UserError("data.train is not set; add it to the config or pass data.train=FILE")
+    seed, key = cfg.train.seed, task.stratify_key
+    train, table, train_info = read_rows(cfg.data.train, task, cfg.data.columns)
+    task.check_rows(train, table.where, {"labels": cfg.task.labels} if cfg.task.labels else None)
+    files, split = {"train": train_info}, {"seed": seed}
+    evals: list[dict] = []
+    if isinstance(cfg.data.eval, float):
+        train, evals = stratified_split(train, cfg.data.eval, seed, key)
+        split["eval"] = f"{cfg.data.eval:g} of data.train held out (seed {seed}, stratified)"
+    train = sample_rows(train, cfg.data.max_train_rows, seed, key)
+    state = state or task.setup(train, cfg)
+    if isinstance(cfg.data.eval, str):
+        evals, table, files["eval"] = read_rows(cfg.data.eval, task, cfg.data.columns)
+        task.check_rows(evals, table.where, state)
+    evals = sample_rows(evals, cfg.data.max_eval_rows, seed, key)
+    test = None
+    if cfg.data.test:
+        test, table, files["test"] = read_rows(cfg.data.test, task, cfg.data.columns)
+        task.check_rows(test, table.where, state)
+    split.update(train_ids=[r["id"] for r in train], eval_ids=[r["id"] for r in evals])
+    return Splits(train, evals, test, state, {"files": files, "split": split})

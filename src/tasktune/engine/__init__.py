@@ -1,0 +1,1 @@
+"""Training engine: transformers.Trainer wiring plus the callbacks tasktune adds to it."""

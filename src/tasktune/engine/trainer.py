@@ -1,0 +1,80 @@
+"""Build TrainingArguments from a tasktune config and run transformers.Trainer with our callbacks.
+
+Everything a Trainer already does (accumulation, schedules, mixed precision, DDP through
+accelerate, checkpoint/resume, trackers) is left to it; this module only translates config.
+
+Example:
+    trainer = build_trainer(task, cfg, model, tok, train_feats, eval_feats, state, run_dir, history)
+    trainer.train(resume_from_checkpoint=None)
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tasktune.engine.callbacks import CompleteMarker, EarlyStopping, HistoryCallback, greater_is_better
+from tasktune.errors import UserError
+
+log = logging.getLogger("tasktune")
+
+
+def accumulation_steps(effective: int | None, per_device: int, world_size: int) -> int:
+    """Gradient accumulation giving `effective` examples per optimizer step; 1 when effective is None.
+
+    Example: accumulation_steps(32, 8, 2) -> 2
+    """
+    if effective is None:
+        return 1
+    per_step = per_device * world_size
+    if effective % per_step:
+        raise UserError(f"train.effective_batch_size {effective} is not a multiple of train.batch_size "
+                        f"{per_device} x {world_size} process(es) = {per_step}; choose a multiple, e.g. "
+                        f"{max(per_step, effective // per_step * per_step)}")
+    return effective // per_step
+
+
+def training_arguments(cfg, run_dir: str, has_eval: bool):
+    """TrainingArguments for `cfg`, writing checkpoints into `run_dir`."""
+    from accelerate import PartialState
+    from transformers import TrainingArguments
+
+    t = cfg.train
+    world = PartialState().num_processes
+    accum = accumulation_steps(t.effective_batch_size, t.batch_size, world)
+    log.info("batch: %d per device x %d process(es) x %d accumulation = %d per optimizer step",
+             t.batch_size, world, accum, t.batch_size * world * accum)
+    interval = {"eval_strategy": "steps", "eval_steps": t.eval_steps} if t.eval_steps else {"eval_strategy": "epoch"}
+    if not has_eval:
+        interval = {"eval_strategy": "no"}
+    save = {"save_strategy": "steps", "save_steps": t.eval_steps} if t.eval_steps else {"save_strategy": "epoch"}
+    return TrainingArguments(
+        output_dir=run_dir, num_train_epochs=t.epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
+        gradient_accumulation_steps=accum, learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, seed=t.seed, bf16=t.bf16,
+        logging_steps=t.logging_steps, save_total_limit=t.save_total_limit,
+        load_best_model_at_end=has_eval, metric_for_best_model=t.best_metric if has_eval else None,
+        greater_is_better=greater_is_better(t.best_metric), dataloader_num_workers=t.num_workers,
+        report_to=t.report_to or "none", restore_callback_states_from_checkpoint=True,
+        remove_unused_columns=False, disable_tqdm=False, **interval, **save,
+    )
+
+
+def build_trainer(task, cfg, model, tokenizer, train_feats, eval_feats, state, run_dir, history, extra=()):
+    """A Trainer wired with the task's collator, loss and metrics and tasktune's callbacks."""
+    from transformers import Trainer
+
+    args = training_arguments(cfg, str(run_dir), has_eval=bool(eval_feats))
+    callbacks = [HistoryCallback(run_dir, cfg.train.curves_every, history), CompleteMarker(), *extra]
+    es = cfg.train.early_stopping
+    if es.patience:
+        if not eval_feats:
+            raise UserError("train.early_stopping needs eval data; set data.eval to a file or a fraction")
+        metric = es.metric or cfg.train.best_metric
+        metric = metric if metric.startswith("eval_") else f"eval_{metric}"
+        callbacks.append(EarlyStopping(metric, es.patience, es.min_delta, greater_is_better(metric)))
+    return Trainer(
+        model=model, args=args, data_collator=task.collator(tokenizer), train_dataset=train_feats,
+        eval_dataset=eval_feats or None, processing_class=tokenizer, compute_loss_func=task.loss(cfg, state),
+        compute_metrics=task.compute_metrics(state), callbacks=callbacks,
+    )

@@ -1,0 +1,1 @@
+"""Model layer: resolve names to local weights, load tokenizers and models."""

@@ -1,0 +1,97 @@
+"""Resolve `model.name` to local weights and load tokenizers, fast and offline-safe.
+
+Order: a local folder, then a catalog name (`tasktune.models.catalog`), then a Hub id that is
+already in the local Hugging Face cache, then a Hub id fetched online. When the Hub cannot be
+reached the last step fails within about a second, instead of after transformers' retries.
+
+Example: `resolve_model("runs/x/best")` -> "runs/x/best"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+from pathlib import Path
+
+from tasktune.errors import UserError
+from tasktune.models.catalog import CATALOG, catalog_path
+
+HUB_HOST = ("huggingface.co", 443)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def hub_reachable(timeout: float = 1.0) -> bool:
+    """True when a TCP connection to the Hub opens within `timeout` seconds (DNS included)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    result = []
+
+    def probe():
+        try:
+            socket.create_connection(HUB_HOST, timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            pass
+
+    # A thread bounds DNS resolution too, which socket timeouts do not cover.
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(result)
+
+
+def _cached_hub_snapshot(name: str) -> str | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, local_files_only=True)
+    except Exception:  # not cached, or not a valid repo id: both mean "not available offline"
+        return None
+
+
+def resolve_model(name: str) -> str:
+    """A local folder holding `name`'s weights, or the Hub id itself when the Hub is reachable.
+
+    Raises UserError with the fix when nothing matches.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise UserError(f"model folder '{name}' has no config.json; point model.name at a transformers folder")
+        return str(path)
+    local = catalog_path(name)
+    if local is not None:
+        return local
+    looks_local = name.startswith((".", "/", "~")) or os.sep in name and not _HUB_ID.match(name)
+    if looks_local or not _HUB_ID.match(name):
+        raise UserError(f"model folder '{name}' not found; check model.name (or see catalog names: "
+                        f"{', '.join(CATALOG)})")
+    cached = _cached_hub_snapshot(name)
+    if cached:
+        return cached
+    if not hub_reachable():
+        raise UserError(f"model '{name}' is not a local folder, not a catalog name ({', '.join(CATALOG)}) "
+                        "and the model hub is unreachable; pass a local folder or a catalog name")
+    return name
+
+
+def load_tokenizer(path: str, padding_side: str = "right"):
+    """AutoTokenizer for `path` with a pad token (decoders often lack one: reuse EOS) and the given side."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def torch_dtype(name: str):
+    """'auto' or a torch dtype for from_pretrained's `dtype=`; 'auto' keeps the checkpoint's dtype."""
+    if name == "auto":
+        return "auto"
+    import torch
+
+    return getattr(torch, name)

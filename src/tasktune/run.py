@@ -1,0 +1,238 @@
+"""The one pipeline: config -> run folder -> train; run folder (or model) -> evaluate / predict.
+
+Every CLI verb that touches a model lands here. Heavy libraries (torch, transformers) are
+imported inside functions so that config and data errors are reported in well under a second.
+
+Example:
+    cfg = load_config("cfg.yaml", ["output_dir=runs/x"])
+    train(cfg)                           # writes runs/x/...
+    evaluate(run="runs/x", baseline=True)
+    predict(run="runs/x", text="房间很干净")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from tasktune import __version__
+from tasktune.atomic import write_json, write_jsonl
+from tasktune.config import Config
+from tasktune.data.dataset import load_splits, read_rows
+from tasktune.errors import UserError
+from tasktune.models.loading import resolve_model
+from tasktune.rundir import BEST, prepare_run_dir, setup_logging, write_env
+from tasktune.tasks import get_task
+
+log = logging.getLogger("tasktune")
+SUMMARY_KEYS = ("accuracy", "macro_f1")
+
+
+def validate(cfg: Config) -> dict:
+    """Every check a run makes before loading a model; returns a summary of what training would do."""
+    from tasktune.rundir import check_run_dir
+
+    task = get_task(cfg.task.name)
+    resolve_model(cfg.model.name)
+    splits = load_splits(cfg, task)
+    resume = check_run_dir(cfg, splits.info)
+    return {"task": task.name, "train_rows": len(splits.train), "eval_rows": len(splits.eval),
+            "test_rows": len(splits.test or []), "state": splits.state,
+            "run_dir": "resume from " + str(resume) if resume else f"new run in {cfg.output_dir}"}
+
+
+def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
+    """Train `cfg` into its run folder; returns the final eval metrics (empty without eval data)."""
+    task = get_task(cfg.task.name)
+    model_path = resolve_model(cfg.model.name)
+    splits = load_splits(cfg, task)
+    run_dir = Path(cfg.output_dir)
+
+    from accelerate import PartialState
+
+    from tasktune.engine.callbacks import truncate_history
+    from tasktune.engine.checkpoints import checkpoint_step, newest_complete_checkpoint
+
+    ps = PartialState()
+    # The main process decides (and may delete an old folder) before the others look at the folder.
+    with ps.main_process_first():
+        resume = prepare_run_dir(cfg, splits.info, overwrite) if ps.is_main_process \
+            else newest_complete_checkpoint(run_dir)
+    history = []
+    if ps.is_main_process:
+        setup_logging(run_dir)
+        write_env(run_dir, cfg, str(resume) if resume else None)
+        history = truncate_history(run_dir, checkpoint_step(resume) if resume else 0)
+        log.info("tasktune %s: %s on %s, %d train / %d eval rows -> %s%s", __version__, task.name, cfg.model.name,
+                 len(splits.train), len(splits.eval), run_dir, f" (resuming {resume.name})" if resume else "")
+
+    from tasktune.engine.trainer import build_trainer
+
+    model, tok = task.build_model(model_path, cfg, splits.state, for_training=True)
+    feats = task.prepare(splits.train, tok, cfg, splits.state)
+    eval_feats = task.prepare(splits.eval, tok, cfg, splits.state) if splits.eval else []
+    trainer = build_trainer(task, cfg, model, tok, feats, eval_feats, splits.state, run_dir, history, callbacks)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    _save_best(trainer, tok, cfg, splits.state, run_dir, model_path, ps)
+    if not ps.is_main_process:
+        return {}
+    results = {}
+    for split, rows in (("eval", splits.eval), ("test", splits.test)):
+        if rows:
+            results[split] = _evaluate_rows(task, trainer.model, tok, cfg, splits.state, rows, run_dir / "eval" / split)
+    log.info("done: best model in %s", run_dir / BEST)
+    return results.get("eval", {})
+
+
+def _save_best(trainer, tok, cfg, state, run_dir: Path, model_path: str, ps) -> None:
+    """best/: the model (best by train.best_metric), tokenizer and tasktune.json, renamed into place whole."""
+    tmp = run_dir / f".{BEST}.tmp"
+    trainer.save_model(str(tmp))
+    ps.wait_for_everyone()
+    if not ps.is_main_process:
+        return
+    tok.save_pretrained(str(tmp))
+    best_ckpt = trainer.state.best_model_checkpoint
+    write_json(tmp / "tasktune.json", {
+        "tasktune_version": __version__, "task": cfg.task.name, "state": state,
+        "base_model": {"name": cfg.model.name, "path": model_path},
+        "best_checkpoint": Path(best_ckpt).name if best_ckpt else None,
+        "best_metric": {cfg.train.best_metric: trainer.state.best_metric},
+        "config": cfg.model_dump(mode="json"),
+    })
+    if (run_dir / BEST).exists():
+        shutil.rmtree(run_dir / BEST)
+    tmp.rename(run_dir / BEST)
+
+
+def _device_model(model):
+    import torch
+
+    return model.to("cuda") if torch.cuda.is_available() else model
+
+
+def _evaluate_rows(task, model, tok, cfg, state, rows, out_dir: Path, extra: dict | None = None) -> dict:
+    """Predict `rows`, write predictions.jsonl, metrics.json (and plots) into `out_dir`; return metrics."""
+    preds = task.predict(_device_model(model), tok, rows, cfg, state, cfg.train.eval_batch_size or 32)
+    metrics = task.metrics(preds, rows, state)
+    write_jsonl(out_dir / "predictions.jsonl", preds)
+    write_json(out_dir / "metrics.json", {"rows": len(rows), **metrics, **(extra or {})})
+    if "confusion_matrix" in metrics:
+        from tasktune.plots import plot_confusion
+
+        plot_confusion(metrics["confusion_matrix"], state["labels"], out_dir / "confusion_matrix.png")
+    shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in SUMMARY_KEYS if k in metrics)
+    log.info("%s (%d rows): %s -> %s", out_dir.name, len(rows), shown, out_dir)
+    return metrics
+
+
+def load_run(run: str | Path) -> tuple[object, Config, dict, Path]:
+    """(task, config, state, best folder) of a finished run; raises UserError for anything else."""
+    best = Path(run) / BEST
+    meta_path = best / "tasktune.json"
+    if not meta_path.is_file():
+        hint = "it has no best/ yet: train it first" if Path(run).is_dir() else "no such folder"
+        raise UserError(f"'{run}' is not a finished tasktune run ({hint}); pass a run folder or use --model")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    cfg = Config.model_validate(meta["config"])
+    return get_task(meta["task"]), cfg, meta["state"], best
+
+
+def _eval_rows_for(task, cfg, state, data: str | None, run: str | None) -> tuple[str, list[dict]]:
+    """(split name, labelled rows): --data's rows, or the run's own eval split."""
+    if data:
+        rows, table, _ = read_rows(data, task, cfg.data.columns)
+        task.check_rows(rows, table.where, state)
+        return Path(data).stem, rows
+    if run is None:
+        raise UserError("eval --model needs --data FILE with labelled rows")
+    splits = load_splits(cfg, task, state)
+    if not splits.eval:
+        raise UserError(f"run '{run}' has no eval split (data.eval was null); pass --data FILE")
+    return "eval", splits.eval
+
+
+def evaluate(run: str | None = None, model: str | None = None, task_name: str | None = None,
+             data: str | None = None, baseline: bool = False, columns: dict | None = None,
+             out: str | None = None) -> dict:
+    """Evaluate a run's best model (or any `model` for `task_name`) on labelled rows.
+
+    Writes predictions.jsonl and metrics.json into RUN/eval/<split>/ (or `out`); with `baseline`,
+    also baseline_comparison.json with the task's trivial baselines on the same rows.
+    """
+    if (run is None) == (model is None):
+        raise UserError("eval takes a run folder or --model PATH (one of them)")
+    if run is not None:
+        task, cfg, state, path = load_run(run)
+        if columns:
+            cfg.data.columns = {**cfg.data.columns, **columns}
+    else:
+        task = get_task(task_name or "classification")
+        path = resolve_model(model)
+        cfg = Config.model_validate({"task": task.name, "model": {"name": model},
+                                     "data": {"columns": columns or {}}})
+        state = task.state_from_model(path)
+    split, rows = _eval_rows_for(task, cfg, state, data, run)
+    out_dir = Path(out) if out else (Path(run) / "eval" / split if run else Path("tasktune-eval") / Path(model).name / split)
+    setup_logging()
+    net, tok = task.build_model(path, cfg, state, for_training=False)
+    metrics = _evaluate_rows(task, net, tok, cfg, state, rows, out_dir)
+    if baseline:
+        comparison = {"rows": len(rows), "methods": {"model": _summary(metrics)}}
+        for name, preds in task.baselines(rows, state).items():
+            comparison["methods"][name] = _summary(task.metrics(preds, rows, state))
+        write_json(out_dir / "baseline_comparison.json", comparison)
+        for name, m in comparison["methods"].items():
+            log.info("  %-10s %s", name, "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
+    return metrics
+
+
+def _summary(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def predict(run: str, text: str | None = None, input: str | None = None, output: str | None = None,
+            interactive: bool = False, batch_size: int = 32) -> list[dict]:
+    """Predict one text, a file of rows (to `output`, or stdout) or lines typed at a prompt."""
+    if sum(x is not None and x is not False for x in (text, input, interactive)) != 1:
+        raise UserError("predict takes exactly one of --text, --input FILE or --interactive")
+    task, cfg, state, path = load_run(run)
+    if input is not None:
+        rows, table, _ = read_rows(input, task, cfg.data.columns, labelled=False)
+        task.check_rows(rows, table.where, state, labelled=False)
+    net, tok = task.build_model(path, cfg, state, for_training=False)
+    net = _device_model(net)
+    if interactive:
+        return _interactive(task, net, tok, cfg, state)
+    if text is not None:
+        rows = [{"id": "text", "text": text}]
+    preds = task.predict(net, tok, rows, cfg, state, batch_size)
+    if output:
+        write_jsonl(output, preds)
+        log.info("%d predictions -> %s", len(preds), output)
+    else:
+        for p in preds:
+            print(json.dumps(p, ensure_ascii=False))
+    return preds
+
+
+def _interactive(task, net, tok, cfg, state) -> list[dict]:
+    """Read one text per line until EOF; print each prediction as it comes."""
+    out = []
+    prompt = sys.stdin.isatty()
+    while True:
+        try:
+            line = input("text> ") if prompt else sys.stdin.readline()
+        except EOFError:
+            break
+        if not prompt and line == "":
+            break
+        if not line.strip():
+            continue
+        pred = task.predict(net, tok, [{"id": str(len(out)), "text": line.strip()}], cfg, state, 1)[0]
+        print(json.dumps(pred, ensure_ascii=False), flush=True)
+        out.append(pred)
+    return out

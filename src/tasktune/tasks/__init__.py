@@ -1,0 +1,21 @@
+"""Task families. Each is one file implementing the `Task` protocol; the registry is a plain dict.
+
+A new family: write `tasks/<name>.py` with a class that has the attributes and methods of
+`tasktune.tasks.protocol.Task`, then add it to `TASKS` below. Nothing else changes.
+"""
+
+from __future__ import annotations
+
+from tasktune.errors import UserError, did_you_mean
+from tasktune.tasks.classification import Classification
+
+TASKS = {
+    "classification": Classification,
+}
+
+
+def get_task(name: str):
+    """A fresh task object for `name`; unknown names list what is available."""
+    if name not in TASKS:
+        raise UserError(f"unknown task '{name}'{did_you_mean(name, TASKS)}; available: {', '.join(TASKS)}")
+    return TASKS[name]()

@@ -1,0 +1,176 @@
+"""Text classification with a sequence-classification head, on any backbone transformers gives one.
+
+Data contract: required `text` and `label`; optional `text_pair` (a second segment, e.g. for
+sentence pairs) and `id`. Labels are compared as text, so 0/1 and "neg"/"pos" both work.
+Example row: {"id": "r1", "text": "房间很干净，服务也好", "label": "positive"}
+
+Loss: cross-entropy with optional class weights and label smoothing, computed here so both apply
+to any backbone. Predictions carry every label's probability.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tasktune.errors import UserError
+from tasktune.metrics.classification import classification_metrics
+
+
+class Classification:
+    name = "classification"
+    required_columns = ["text", "label"]
+    optional_columns = ["text_pair", "id"]
+    padding_side = "right"
+
+    def stratify_key(self, row: dict):
+        return row.get("label")
+
+    def setup(self, train_rows: list[dict], cfg) -> dict:
+        counts = Counter(str(r["label"]) for r in train_rows)
+        labels = cfg.task.labels or sorted(counts, key=_label_order)
+        if len(labels) < 2:
+            raise UserError(f"task.labels: classification needs at least 2 labels, the training data has {labels}")
+        return {"labels": labels, "label_counts": {lab: counts.get(lab, 0) for lab in labels}}
+
+    def check_rows(self, rows, where, state, labelled=True):
+        labels = set(state["labels"]) if state else None
+        for i, row in enumerate(rows):
+            text = row.get("text")
+            if not isinstance(text, str) or not text.strip():
+                raise UserError(f"{where(i)}: empty or missing text; fill it in or remove the row")
+            if not labelled:
+                continue
+            label = row.get("label")
+            if label is None or str(label).strip() == "":
+                raise UserError(f"{where(i)}: empty label; every training/eval row needs one")
+            if labels is not None and str(label) not in labels:
+                raise UserError(f"{where(i)}: label '{label}' is not in the label set {sorted(labels)}; "
+                                "fix the row or add the label to task.labels")
+
+    def state_from_model(self, path: str) -> dict:
+        """The label set of a model trained elsewhere, from its config's id2label."""
+        import json
+        from pathlib import Path
+
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+        id2label = config.get("id2label") or {}
+        if len(id2label) < 2:
+            raise UserError(f"model '{path}' has no classification labels in config.json (id2label); "
+                            "fine-tune it with `tasktune train` first")
+        labels = [id2label[k] for k in sorted(id2label, key=int)]
+        return {"labels": labels, "label_counts": {}}
+
+    def build_model(self, path, cfg, state, for_training=True):
+        from transformers import AutoModelForSequenceClassification
+
+        from tasktune.models.loading import load_tokenizer, torch_dtype
+
+        labels = state["labels"]
+        tok = load_tokenizer(path, self.padding_side)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={lab: i for i, lab in enumerate(labels)}, dtype=torch_dtype(cfg.model.dtype),
+        )
+        # Decoders classify from the last non-pad token and must know which id is padding.
+        model.config.pad_token_id = tok.pad_token_id
+        return model, tok
+
+    def prepare(self, rows, tokenizer, cfg, state):
+        index = {lab: i for i, lab in enumerate(state["labels"])}
+        pairs = [r.get("text_pair") for r in rows] if any(r.get("text_pair") for r in rows) else None
+        enc = tokenizer([r["text"] for r in rows], pairs, truncation=True, max_length=cfg.model.max_length)
+        feats = [{k: enc[k][i] for k in enc} for i in range(len(rows))]
+        for f, r in zip(feats, rows):
+            if r.get("label") is not None:
+                f["labels"] = index[str(r["label"])]
+        return feats
+
+    def collator(self, tokenizer):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer)
+
+    def loss(self, cfg, state):
+        import torch
+        import torch.nn.functional as F
+
+        weights = _class_weights(cfg.train.class_weights, state)
+        smoothing = cfg.train.label_smoothing
+
+        def compute_loss(outputs, labels, num_items_in_batch=None):
+            logits = outputs["logits"].float()
+            w = None if weights is None else torch.tensor(weights, device=logits.device)
+            loss = F.cross_entropy(logits, labels, weight=w, label_smoothing=smoothing, reduction="sum")
+            # Trainer treats a compute_loss_func loss as already scaled for gradient accumulation:
+            # divide by the items of the whole accumulated batch when it tells us that number.
+            return loss / (num_items_in_batch if num_items_in_batch else labels.numel())
+
+        return compute_loss
+
+    def compute_metrics(self, state):
+        labels = state["labels"]
+
+        def compute(eval_pred):
+            pred = eval_pred.predictions.argmax(-1).tolist()
+            m = classification_metrics(eval_pred.label_ids.tolist(), pred, labels)
+            return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+
+        return compute
+
+    def predict(self, model, tokenizer, rows, cfg, state, batch_size=32):
+        import torch
+        from tqdm.auto import tqdm
+
+        labels = state["labels"]
+        collate = self.collator(tokenizer)
+        feats = self.prepare([{k: v for k, v in r.items() if k != "label"} for r in rows], tokenizer, cfg, state)
+        model.eval()
+        out = []
+        bar = tqdm(total=len(rows), desc="predict", unit="row", disable=len(rows) < 2 * batch_size)
+        for start in range(0, len(feats), batch_size):
+            batch = {k: v.to(model.device) for k, v in collate(feats[start:start + batch_size]).items()}
+            with torch.no_grad():
+                probs = model(**batch).logits.float().softmax(-1).tolist()
+            for row, p in zip(rows[start:start + batch_size], probs):
+                best = max(range(len(labels)), key=p.__getitem__)
+                pred = {"id": row.get("id"), "text": row["text"], "label": labels[best],
+                        "probs": {lab: round(x, 6) for lab, x in zip(labels, p)}}
+                if row.get("label") is not None:
+                    pred["gold"] = str(row["label"])
+                out.append(pred)
+            bar.update(len(probs))
+        bar.close()
+        return out
+
+    def metrics(self, predictions, rows, state):
+        index = {lab: i for i, lab in enumerate(state["labels"])}
+        gold = [index[str(r["label"])] for r in rows]
+        pred = [index[p["label"]] for p in predictions]
+        return classification_metrics(gold, pred, state["labels"])
+
+    def baselines(self, rows, state):
+        # A model trained elsewhere has no training counts: fall back to the rows' own (said in the name).
+        counts = state["label_counts"] or Counter(str(r["label"]) for r in rows)
+        majority = max(state["labels"], key=lambda lab: counts.get(lab, 0))
+        probs = {lab: float(lab == majority) for lab in state["labels"]}
+        return {"majority": [{"id": r.get("id"), "text": r["text"], "label": majority, "probs": probs}
+                             for r in rows]}
+
+
+def _label_order(label: str):
+    # Numeric labels sort as numbers (2 before 10), others alphabetically.
+    return (0, float(label), "") if label.lstrip("-").replace(".", "", 1).isdigit() else (1, 0.0, label)
+
+
+def _class_weights(setting, state) -> list[float] | None:
+    """Per-label loss weights from train.class_weights: None, 'balanced' or {label: weight}."""
+    labels, counts = state["labels"], state["label_counts"]
+    if setting is None:
+        return None
+    if setting == "balanced":
+        total = sum(counts.values())
+        return [total / (len(labels) * max(counts.get(lab, 0), 1)) for lab in labels]
+    unknown = set(setting) - set(labels)
+    if unknown:
+        raise UserError(f"train.class_weights: unknown label(s) {sorted(unknown)}; labels are {labels}")
+    return [float(setting.get(lab, 1.0)) for lab in labels]

@@ -1,0 +1,54 @@
+"""The Task protocol: the only surface through which task families differ.
+
+The engine, the run folder, config, data reading, metrics history and plots are written once;
+a task supplies what is specific to it. `state` is a small JSON-able dict the task derives from
+the training data (e.g. the label set); it is stored in best/tasktune.json so that eval and
+predict can rebuild the task with no other input.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+
+class Task(Protocol):
+    name: str
+    required_columns: list[str]           # task fields every training/eval row must have
+    optional_columns: list[str]           # fields used when present (e.g. id)
+    padding_side: str                     # tokenizer padding side this task needs
+
+    def stratify_key(self, row: dict) -> Any:
+        """Group key for stratified splits (e.g. the label); None when the task has none."""
+
+    def setup(self, train_rows: list[dict], cfg) -> dict:
+        """Derive the task state (labels, counts...) from training rows and config."""
+
+    def check_rows(self, rows: list[dict], where: Callable[[int], str], state: dict, labelled: bool) -> None:
+        """Raise UserError on the first bad row, naming `where(i)` and the fix."""
+
+    def state_from_model(self, path: str) -> dict:
+        """Task state read from a model trained elsewhere (for `eval --model`)."""
+
+    def build_model(self, path: str, cfg, state: dict, for_training: bool) -> tuple[Any, Any]:
+        """(model, tokenizer) loaded from `path`."""
+
+    def prepare(self, rows: list[dict], tokenizer, cfg, state: dict) -> list[dict]:
+        """Raw rows -> model features (tensors-to-be, with labels when rows have them)."""
+
+    def collator(self, tokenizer) -> Callable:
+        """Batch builder for `prepare`'s features."""
+
+    def loss(self, cfg, state: dict) -> Callable | None:
+        """Trainer `compute_loss_func`, or None to use the model's own loss."""
+
+    def compute_metrics(self, state: dict) -> Callable:
+        """Trainer `compute_metrics` for evaluation during training."""
+
+    def predict(self, model, tokenizer, rows: list[dict], cfg, state: dict, batch_size: int) -> list[dict]:
+        """Raw rows -> readable predictions (one dict per row)."""
+
+    def metrics(self, predictions: list[dict], rows: list[dict], state: dict) -> dict:
+        """Final metrics of predictions against labelled rows."""
+
+    def baselines(self, rows: list[dict], state: dict) -> dict[str, list[dict]]:
+        """Predictions of trivial baselines (e.g. majority class) on `rows`, by name."""
