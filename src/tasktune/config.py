@@ -162,15 +162,21 @@ def _set_path(tree: dict, path: list[str], value) -> None:
     node[path[-1]] = value
 
 
-def _section_fields(loc: tuple) -> list[str]:
+def _field_model(path: tuple) -> type[BaseModel] | None:
+    """The section class at `path` (e.g. ('train', 'early_stopping')), None when it is not a section."""
     model: type[BaseModel] = Config
-    for part in loc[:-1]:
-        field = model.model_fields.get(part)
-        ann = getattr(field, "annotation", None)
+    for part in path:
+        ann = getattr(model.model_fields.get(part), "annotation", None)
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return []
+            return None
         model = ann
-    return list(model.model_fields)
+    return model
+
+
+def _section_fields(loc: tuple) -> list[str]:
+    """Keys of the section that holds `loc`'s last part."""
+    model = _field_model(loc[:-1])
+    return list(model.model_fields) if model else []
 
 
 def _explain(err: ValidationError, source: str, lines: dict, overridden: set) -> str:
@@ -183,6 +189,9 @@ def _explain(err: ValidationError, source: str, lines: dict, overridden: set) ->
         hint = did_you_mean(loc[-1], _section_fields(loc))
         return f"{where}: unknown key '{key}'{hint}; see `tasktune train --help` for the keys"
     if e["type"] == "missing":
+        sub = _section_fields(loc + ("",))  # a missing section: name its first required key
+        required = [f for f in sub if getattr(_field_model(loc), "model_fields")[f].is_required()] if sub else []
+        key = f"{key}.{required[0]}" if required else key
         return f"{where}: '{key}' is required; add it to the config or pass {key}=..."
     msg = e["msg"].removeprefix("Value error, ")
     return f"{where}: '{key}': {msg} (got {e.get('input')!r})"

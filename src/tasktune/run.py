@@ -51,12 +51,11 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
     splits = load_splits(cfg, task)
     run_dir = Path(cfg.output_dir)
 
-    from accelerate import PartialState
-
     from tasktune.engine.callbacks import truncate_history
     from tasktune.engine.checkpoints import checkpoint_step, newest_complete_checkpoint
+    from tasktune.engine.trainer import distributed_state
 
-    ps = PartialState()
+    ps = distributed_state()
     # The main process decides (and may delete an old folder) before the others look at the folder.
     with ps.main_process_first():
         resume = prepare_run_dir(cfg, splits.info, overwrite) if ps.is_main_process \
@@ -69,8 +68,11 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
         log.info("tasktune %s: %s on %s, %d train / %d eval rows -> %s%s", __version__, task.name, cfg.model.name,
                  len(splits.train), len(splits.eval), run_dir, f" (resuming {resume.name})" if resume else "")
 
+    from transformers import set_seed
+
     from tasktune.engine.trainer import build_trainer
 
+    set_seed(cfg.train.seed)  # new heads are initialised here, before the Trainer seeds anything
     model, tok = task.build_model(model_path, cfg, splits.state, for_training=True)
     feats = task.prepare(splits.train, tok, cfg, splits.state)
     eval_feats = task.prepare(splits.eval, tok, cfg, splits.state) if splits.eval else []

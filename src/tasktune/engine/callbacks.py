@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from transformers import TrainerCallback
-from transformers.trainer_callback import ExportableState
+from transformers.trainer_callback import ExportableState, ProgressCallback
 
 from tasktune.atomic import write_json
 from tasktune.engine.checkpoints import mark_complete
@@ -79,6 +79,14 @@ class HistoryCallback(TrainerCallback):
         self._logs_since_plot = 0
         if self.history:
             plot_curves(self.history, self.run_dir / CURVES)
+
+
+class QuietProgress(ProgressCallback):
+    """Progress bars only: the stock callback also prints every log dict to stdout, which
+    HistoryCallback already reports (and stdout is kept for a command's result)."""
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        pass
 
 
 class EarlyStopping(TrainerCallback, ExportableState):

@@ -12,10 +12,23 @@ from __future__ import annotations
 
 import logging
 
-from tasktune.engine.callbacks import CompleteMarker, EarlyStopping, HistoryCallback, greater_is_better
+from tasktune.engine.callbacks import (CompleteMarker, EarlyStopping, HistoryCallback, QuietProgress,
+                                       greater_is_better)
 from tasktune.errors import UserError
 
 log = logging.getLogger("tasktune")
+
+
+def distributed_state():
+    """The process group of this run (one process unless launched by torchrun / accelerate launch).
+
+    On a machine with no GPU, accelerate only forms a multi-process CPU group (gloo) when asked
+    for the CPU explicitly, so say so; the Trainer then gets the same answer through use_cpu.
+    """
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def accumulation_steps(effective: int | None, per_device: int, world_size: int) -> int:
@@ -35,11 +48,11 @@ def accumulation_steps(effective: int | None, per_device: int, world_size: int) 
 
 def training_arguments(cfg, run_dir: str, has_eval: bool):
     """TrainingArguments for `cfg`, writing checkpoints into `run_dir`."""
-    from accelerate import PartialState
+    import torch
     from transformers import TrainingArguments
 
     t = cfg.train
-    world = PartialState().num_processes
+    world = distributed_state().num_processes
     accum = accumulation_steps(t.effective_batch_size, t.batch_size, world)
     log.info("batch: %d per device x %d process(es) x %d accumulation = %d per optimizer step",
              t.batch_size, world, accum, t.batch_size * world * accum)
@@ -56,7 +69,7 @@ def training_arguments(cfg, run_dir: str, has_eval: bool):
         load_best_model_at_end=has_eval, metric_for_best_model=t.best_metric if has_eval else None,
         greater_is_better=greater_is_better(t.best_metric), dataloader_num_workers=t.num_workers,
         report_to=t.report_to or "none", restore_callback_states_from_checkpoint=True,
-        remove_unused_columns=False, disable_tqdm=False, **interval, **save,
+        remove_unused_columns=False, disable_tqdm=False, use_cpu=not torch.cuda.is_available(), **interval, **save,
     )
 
 
@@ -73,8 +86,13 @@ def build_trainer(task, cfg, model, tokenizer, train_feats, eval_feats, state, r
         metric = es.metric or cfg.train.best_metric
         metric = metric if metric.startswith("eval_") else f"eval_{metric}"
         callbacks.append(EarlyStopping(metric, es.patience, es.min_delta, greater_is_better(metric)))
-    return Trainer(
+    trainer = Trainer(
         model=model, args=args, data_collator=task.collator(tokenizer), train_dataset=train_feats,
         eval_dataset=eval_feats or None, processing_class=tokenizer, compute_loss_func=task.loss(cfg, state),
         compute_metrics=task.compute_metrics(state), callbacks=callbacks,
     )
+    from transformers.trainer_callback import ProgressCallback
+
+    if trainer.pop_callback(ProgressCallback):
+        trainer.add_callback(QuietProgress())
+    return trainer
