@@ -131,6 +131,21 @@ def test_early_stopping_patience(tiny_bert, sentiment_files, tmp_path):
     evals = [h for h in _history(tmp_path / "run") if "eval_loss" in h]
     assert [e["step"] for e in evals] == [3, 6, 9]
     assert "early stopping" in (tmp_path / "run/train.log").read_text()
+    # Its counters travel in the checkpoint, so a resumed run keeps its patience.
+    saved = json.loads((tmp_path / "run/checkpoint-9/trainer_state.json").read_text())["stateful_callbacks"]
+    assert saved["EarlyStopping"]["attributes"]["bad_evals"] == 2
+
+
+def test_eval_model_without_run_folder(trained, capsys, tmp_path):
+    from tasktune.run import evaluate
+
+    run, metrics = trained
+    data = json.loads((run / "data.json").read_text())["files"]["eval"]["path"]
+    got = evaluate(model=str(run / "best"), task_name="classification", data=data, baseline=True,
+                   out=str(tmp_path / "out"))
+    assert got["accuracy"] == pytest.approx(metrics["accuracy"])
+    comparison = json.loads((tmp_path / "out/baseline_comparison.json").read_text())
+    assert set(comparison["methods"]) == {"model", "majority"}
 
 
 def test_decoder_backbone_with_head_and_accumulation(tiny_qwen, sentiment_files, tmp_path):

@@ -54,6 +54,9 @@ class DataConfig(Section):
     columns: dict[str, str] = Field(
         default_factory=dict, description="Task field -> column in your files, e.g. {text: review, label: sentiment}."
     )
+    skip_invalid_rows: bool = Field(
+        False, description="Drop rows that fail checks (empty text, unknown label) with a warning, instead of stopping."
+    )
     max_train_rows: int | None = Field(None, gt=0, description="Use at most this many training rows (seeded sample).")
     max_eval_rows: int | None = Field(None, gt=0, description="Use at most this many eval rows (seeded sample).")
 

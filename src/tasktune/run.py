@@ -21,7 +21,7 @@ from pathlib import Path
 from tasktune import __version__
 from tasktune.atomic import write_json, write_jsonl
 from tasktune.config import Config
-from tasktune.data.dataset import load_splits, read_rows
+from tasktune.data.dataset import check_rows, load_splits, read_rows
 from tasktune.errors import UserError
 from tasktune.models.loading import resolve_model
 from tasktune.rundir import BEST, prepare_run_dir, setup_logging, write_env
@@ -147,7 +147,7 @@ def _eval_rows_for(task, cfg, state, data: str | None, run: str | None) -> tuple
     """(split name, labelled rows): --data's rows, or the run's own eval split."""
     if data:
         rows, table, _ = read_rows(data, task, cfg.data.columns)
-        task.check_rows(rows, table.where, state)
+        rows = check_rows(task, rows, table.where, state, skip=cfg.data.skip_invalid_rows)
         return Path(data).stem, rows
     if run is None:
         raise UserError("eval --model needs --data FILE with labelled rows")
@@ -204,7 +204,7 @@ def predict(run: str, text: str | None = None, input: str | None = None, output:
     task, cfg, state, path = load_run(run)
     if input is not None:
         rows, table, _ = read_rows(input, task, cfg.data.columns, labelled=False)
-        task.check_rows(rows, table.where, state, labelled=False)
+        rows = check_rows(task, rows, table.where, state, labelled=False)
     net, tok = task.build_model(path, cfg, state, for_training=False)
     net = _device_model(net)
     if interactive:

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ from tasktune.data.builtin import resolve_data_path
 from tasktune.data.readers import map_columns, read_table
 from tasktune.data.split import sample_rows, stratified_split
 from tasktune.errors import UserError
+
+log = logging.getLogger("tasktune")
 
 
 @dataclass
@@ -54,13 +57,33 @@ def read_rows(spec: str, task, columns: dict, labelled: bool = True) -> tuple[li
     return rows, table, info
 
 
+def check_rows(task, rows: list[dict], where, state: dict | None, labelled: bool = True,
+               skip: bool = False) -> list[dict]:
+    """The rows `task.row_problem` accepts; the first bad row raises UserError naming `where(i)`,
+    unless `skip` (data.skip_invalid_rows), which drops bad rows and logs how many and the first."""
+    kept, bad = [], []
+    for i, row in enumerate(rows):
+        problem = task.row_problem(row, state, labelled)
+        if problem is None:
+            kept.append(row)
+        elif not skip:
+            hint = " (or set data.skip_invalid_rows=true to drop such rows)" if labelled else ""
+            raise UserError(f"{where(i)}: {problem}{hint}")
+        else:
+            bad.append(f"{where(i)}: {problem}")
+    if bad:
+        log.warning("skipped %d invalid row(s); first: %s", len(bad), bad[0])
+    return kept
+
+
 def load_splits(cfg, task, state: dict | None = None) -> Splits:
     """Train, eval (and test) rows for `cfg`, validated; `state` is derived from train unless given."""
     if not cfg.data.train:
         raise UserError("data.train is not set; add it to the config or pass data.train=FILE")
     seed, key = cfg.train.seed, task.stratify_key
     train, table, train_info = read_rows(cfg.data.train, task, cfg.data.columns)
-    task.check_rows(train, table.where, {"labels": cfg.task.labels} if cfg.task.labels else None)
+    skip = cfg.data.skip_invalid_rows
+    train = check_rows(task, train, table.where, {"labels": cfg.task.labels} if cfg.task.labels else None, skip=skip)
     files, split = {"train": train_info}, {"seed": seed}
     evals: list[dict] = []
     if isinstance(cfg.data.eval, float):
@@ -70,11 +93,11 @@ def load_splits(cfg, task, state: dict | None = None) -> Splits:
     state = state or task.setup(train, cfg)
     if isinstance(cfg.data.eval, str):
         evals, table, files["eval"] = read_rows(cfg.data.eval, task, cfg.data.columns)
-        task.check_rows(evals, table.where, state)
+        evals = check_rows(task, evals, table.where, state, skip=skip)
     evals = sample_rows(evals, cfg.data.max_eval_rows, seed, key)
     test = None
     if cfg.data.test:
         test, table, files["test"] = read_rows(cfg.data.test, task, cfg.data.columns)
-        task.check_rows(test, table.where, state)
+        test = check_rows(task, test, table.where, state, skip=skip)
     split.update(train_ids=[r["id"] for r in train], eval_ids=[r["id"] for r in evals])
     return Splits(train, evals, test, state, {"files": files, "split": split})

@@ -32,20 +32,19 @@ class Classification:
             raise UserError(f"task.labels: classification needs at least 2 labels, the training data has {labels}")
         return {"labels": labels, "label_counts": {lab: counts.get(lab, 0) for lab in labels}}
 
-    def check_rows(self, rows, where, state, labelled=True):
-        labels = set(state["labels"]) if state else None
-        for i, row in enumerate(rows):
-            text = row.get("text")
-            if not isinstance(text, str) or not text.strip():
-                raise UserError(f"{where(i)}: empty or missing text; fill it in or remove the row")
-            if not labelled:
-                continue
-            label = row.get("label")
-            if label is None or str(label).strip() == "":
-                raise UserError(f"{where(i)}: empty label; every training/eval row needs one")
-            if labels is not None and str(label) not in labels:
-                raise UserError(f"{where(i)}: label '{label}' is not in the label set {sorted(labels)}; "
-                                "fix the row or add the label to task.labels")
+    def row_problem(self, row, state, labelled=True):
+        text = row.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return "empty or missing text; fill it in or remove the row"
+        if not labelled:
+            return None
+        label = row.get("label")
+        if label is None or str(label).strip() == "":
+            return "empty label; every training/eval row needs one"
+        labels = state["labels"] if state else None
+        if labels is not None and str(label) not in labels:
+            return f"label '{label}' is not in the label set {sorted(labels)}; fix the row or add it to task.labels"
+        return None
 
     def state_from_model(self, path: str) -> dict:
         """The label set of a model trained elsewhere, from its config's id2label."""

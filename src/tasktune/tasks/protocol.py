@@ -23,8 +23,8 @@ class Task(Protocol):
     def setup(self, train_rows: list[dict], cfg) -> dict:
         """Derive the task state (labels, counts...) from training rows and config."""
 
-    def check_rows(self, rows: list[dict], where: Callable[[int], str], state: dict, labelled: bool) -> None:
-        """Raise UserError on the first bad row, naming `where(i)` and the fix."""
+    def row_problem(self, row: dict, state: dict | None, labelled: bool) -> str | None:
+        """What is wrong with one row and how to fix it, or None; `state` None = label set not known yet."""
 
     def state_from_model(self, path: str) -> dict:
         """Task state read from a model trained elsewhere (for `eval --model`)."""
