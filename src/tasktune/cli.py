@@ -3,6 +3,7 @@
     tasktune train cfg.yaml [key.sub=value ...] [--overwrite]      -> run.train
     tasktune eval RUN | --model M --task T --data F [--baseline]    -> run.evaluate
     tasktune predict RUN --text T | --input F [--output F] | --interactive -> run.predict
+    tasktune export RUN --out DIR [--merge-lora]                    -> export.export_run
     tasktune data inspect FILE [--model M]                          -> data.inspect.inspect_file
     tasktune data validate cfg.yaml [key.sub=value ...]             -> run.validate
     tasktune tasks                                                  -> the task registry
@@ -49,6 +50,12 @@ def cmd_predict(a):
     from tasktune.run import predict
 
     predict(a.run, text=a.text, input=a.input, output=a.output, interactive=a.interactive, batch_size=a.batch_size)
+
+
+def cmd_export(a):
+    from tasktune.export import export_run
+
+    return export_run(a.run, a.out, merge_lora=a.merge_lora, overwrite=a.overwrite)
 
 
 def cmd_inspect(a):
@@ -106,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--interactive", action="store_true", help="read texts line by line until EOF")
     r.add_argument("--batch-size", type=int, default=32)
     r.set_defaults(func=cmd_predict)
+
+    x = sub.add_parser("export", help="write a run's best model as a standalone folder")
+    x.add_argument("run", help="run folder")
+    x.add_argument("--out", required=True, help="output folder")
+    x.add_argument("--merge-lora", action="store_true", help="fold a LoRA adapter into the base weights")
+    x.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    x.set_defaults(func=cmd_export)
 
     d = sub.add_parser("data", help="inspect or validate data").add_subparsers(dest="data_verb", required=True)
     i = d.add_parser("inspect", help="counts, label balance, token-length histogram")

@@ -37,12 +37,26 @@ class TaskConfig(Section):
         return None if v is None else [str(x) for x in v]
 
 
+class LoraSettings(Section):
+    r: int = Field(8, gt=0, description="LoRA rank.")
+    alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | str = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear' (every linear layer but the output head)."
+    )
+    modules_to_save: list[str] | None = Field(
+        None, description="Extra modules trained in full and saved with the adapter (task heads are added for you)."
+    )
+
+
 class ModelConfig(Section):
     name: str = Field(..., description="Local folder, catalog name (`tasktune models list`) or Hub id.")
     max_length: int = Field(256, gt=0, description="Tokens per example; longer inputs are truncated.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Dtype to load weights in; auto keeps the checkpoint's own dtype."
     )
+    lora: LoraSettings | None = Field(None, description="LoRA adapters (peft); absent = full fine-tuning.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
 
 
 class DataConfig(Section):

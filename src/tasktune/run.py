@@ -96,11 +96,14 @@ def _save_best(trainer, tok, cfg, state, run_dir: Path, model_path: str, ps) -> 
     ps.wait_for_everyone()
     if not ps.is_main_process:
         return
+    from tasktune.models.peft_adapters import weights_sha256
+
     tok.save_pretrained(str(tmp))
     best_ckpt = trainer.state.best_model_checkpoint
     write_json(tmp / "tasktune.json", {
         "tasktune_version": __version__, "task": cfg.task.name, "state": state,
-        "base_model": {"name": cfg.model.name, "path": model_path},
+        "base_model": {"name": cfg.model.name, "path": model_path,
+                       "sha256": weights_sha256(model_path) if cfg.model.lora else None},
         "best_checkpoint": Path(best_ckpt).name if best_ckpt else None,
         "best_metric": {cfg.train.best_metric: trainer.state.best_metric},
         "config": cfg.model_dump(mode="json"),
@@ -152,6 +155,10 @@ def _eval_rows_for(task, cfg, state, data: str | None, run: str | None) -> tuple
     if run is None:
         raise UserError("eval --model needs --data FILE with labelled rows")
     splits = load_splits(cfg, task, state)
+    recorded = json.loads((Path(run) / "data.json").read_text(encoding="utf-8"))
+    if splits.info["split"]["eval_ids"] != recorded["split"]["eval_ids"]:
+        raise UserError(f"the data files of run '{run}' changed since training, so its eval split cannot be "
+                        "rebuilt; pass --data FILE to evaluate on a file")
     if not splits.eval:
         raise UserError(f"run '{run}' has no eval split (data.eval was null); pass --data FILE")
     return "eval", splits.eval

@@ -63,16 +63,21 @@ class Classification:
         from transformers import AutoModelForSequenceClassification
 
         from tasktune.models.loading import load_tokenizer, torch_dtype
+        from tasktune.models.peft_adapters import load_model
 
         labels = state["labels"]
         tok = load_tokenizer(path, self.padding_side)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={lab: i for i, lab in enumerate(labels)}, dtype=torch_dtype(cfg.model.dtype),
-        )
-        # Decoders classify from the last non-pad token and must know which id is padding.
-        model.config.pad_token_id = tok.pad_token_id
-        return model, tok
+
+        def loader(p):
+            model = AutoModelForSequenceClassification.from_pretrained(
+                p, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                label2id={lab: i for i, lab in enumerate(labels)}, dtype=torch_dtype(cfg.model.dtype))
+            # Decoders classify from the last non-pad token and must know which id is padding.
+            model.config.pad_token_id = tok.pad_token_id
+            return model
+
+        # SEQ_CLS makes peft train and save the new classification head in full beside the adapter.
+        return load_model(path, loader, cfg, "SEQ_CLS", for_training), tok
 
     def prepare(self, rows, tokenizer, cfg, state):
         index = {lab: i for i, lab in enumerate(state["labels"])}

@@ -1,0 +1,95 @@
+"""LoRA through peft, shared by every task: wrap for training, reload for eval, merge for export.
+
+A task only names its peft task type (e.g. SEQ_CLS, so peft trains and saves the new head in
+full); everything else comes from `model.lora` in the config.
+
+Example:
+    model = apply_lora(model, cfg.model.lora, task_type="SEQ_CLS")
+    model = load_adapter(base_model, "runs/x/best")      # eval / predict
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger("tasktune")
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_adapter(folder: str | Path) -> bool:
+    """True when `folder` holds a peft adapter rather than full weights."""
+    return (Path(folder) / ADAPTER_CONFIG).is_file()
+
+
+def apply_lora(model, lora, task_type: str | None):
+    """`model` wrapped with LoRA adapters per the `model.lora` settings; logs the trainable share."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=lora.target_modules, modules_to_save=lora.modules_to_save,
+                        task_type=task_type)
+    model = get_peft_model(model, config)
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info("LoRA r=%d on %s: %s of %s parameters trainable (%.2f%%)", lora.r, lora.target_modules,
+             f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    return model
+
+
+def load_adapter(base_model, folder: str | Path):
+    """The base model with the adapter (and any heads saved beside it) from `folder`, for inference."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base_model, str(folder), is_trainable=False)
+
+
+def merge(model):
+    """A plain transformers model with the LoRA weights folded in (no peft needed to load it)."""
+    return model.merge_and_unload()
+
+
+def weights_sha256(folder: str | Path) -> str | None:
+    """One sha256 over a model folder's weight files (sorted by name), to pin an adapter's base."""
+    import hashlib
+
+    files = sorted(p for p in Path(folder).glob("*") if p.suffix in (".safetensors", ".bin", ".gguf"))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def adapter_base(folder: str | Path) -> str:
+    """The base model folder an adapter was trained on (as recorded by peft)."""
+    import json
+
+    from tasktune.errors import UserError
+
+    base = json.loads((Path(folder) / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base or not Path(base).is_dir():
+        raise UserError(f"the LoRA adapter in '{folder}' needs its base model '{base}', which is not here; "
+                        "restore it or export a merged model where it is (tasktune export RUN --merge-lora)")
+    return base
+
+
+def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool):
+    """Load weights at `path` with `loader(path)`, adapting them for training or inference.
+
+    - `path` holds an adapter: load its base with `loader`, then the adapter on top.
+    - training with `model.lora`: wrap in fresh LoRA adapters.
+    - `model.gradient_checkpointing`: recompute activations in the backward pass.
+    """
+    if is_adapter(path):
+        return load_adapter(loader(adapter_base(path)), path)
+    model = loader(path)
+    if not for_training:
+        return model
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.model.lora is not None:
+        model = apply_lora(model, cfg.model.lora, task_type)
+    return model
