@@ -116,3 +116,18 @@ def test_debug_shows_the_traceback(cfg):
 
     with pytest.raises(UserError):
         main(["--debug", "train", str(path), *overrides, "task.name=nope"])
+
+
+def test_models_list_and_catalog_errors(capsys, monkeypatch):
+    import tasktune.models.catalog as catalog
+    from tasktune.errors import UserError
+    from tasktune.models.loading import resolve_model
+
+    assert main(["models", "list"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["all-minilm-l6-v2"]["licence"] and "installed" in listed["all-minilm-l6-v2"]
+    monkeypatch.setitem(catalog.CATALOG, "fake-model", catalog.CatalogEntry(
+        package="fake-model-pkg==1.0", module="no_such_module_xyz", subdir="m", size="1", languages="en",
+        licence="MIT"))
+    with pytest.raises(UserError, match="not installed; run: pip install fake-model-pkg==1.0"):
+        resolve_model("fake-model")

@@ -7,6 +7,7 @@
     tasktune data inspect FILE [--model M]                          -> data.inspect.inspect_file
     tasktune data validate cfg.yaml [key.sub=value ...]             -> run.validate
     tasktune tasks                                                  -> the task registry
+    tasktune models list                                            -> models.catalog.list_models
 
 A user error prints one line `error: ...` and exits with status 2 (tracebacks with --debug).
 """
@@ -69,6 +70,12 @@ def cmd_validate(a):
     from tasktune.run import validate
 
     return validate(load_config(a.config, a.overrides))
+
+
+def cmd_models_list(a):
+    from tasktune.models.catalog import list_models
+
+    return {row.pop("name"): row for row in list_models()}
 
 
 def cmd_tasks(a):
@@ -134,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
 
     sub.add_parser("tasks", help="list task families").set_defaults(func=cmd_tasks)
+    m = sub.add_parser("models", help="the offline model catalog").add_subparsers(dest="models_verb", required=True)
+    m.add_parser("list", help="catalog models: size, languages, licence, installed").set_defaults(func=cmd_models_list)
     return p
 
 

