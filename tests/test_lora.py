@@ -46,3 +46,29 @@ def test_lora_train_eval_export_equivalence(tiny_qwen, sentiment_files, tmp_path
     assert torch.allclose(a, b, atol=1e-5), (a, b)
     # The merged folder is a plain classifier that knows its labels (eval --model works on it).
     assert merged.config.id2label == {0: "negative", 1: "positive"}
+
+
+def test_dtype_policy_trainable_weights_are_fp32(tiny_qwen, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tasktune.tasks.classification import Classification
+
+    bf16 = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_qwen, dtype=torch.bfloat16).save_pretrained(bf16)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_qwen).save_pretrained(bf16)
+    state = {"labels": ["a", "b"], "label_counts": {}}
+    task = Classification()
+    # Inference keeps the checkpoint's dtype; full fine-tuning trains fp32 weights; LoRA trains fp32 adapters.
+    model, _ = task.build_model(str(bf16), load_config(None, [f"model.name={bf16}"]), state, for_training=False)
+    assert model.dtype == torch.bfloat16
+    model, _ = task.build_model(str(bf16), load_config(None, [f"model.name={bf16}"]), state, for_training=True)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    cfg = load_config(None, [f"model.name={bf16}", "model.lora={r: 2}"])
+    model, _ = task.build_model(str(bf16), cfg, state, for_training=True)
+    adapters = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    assert adapters and all(p.dtype == torch.float32 for p in adapters)
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)

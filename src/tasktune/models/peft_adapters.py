@@ -76,6 +76,12 @@ def adapter_base(folder: str | Path) -> str:
     return base
 
 
+def torch_float32():
+    import torch
+
+    return torch.float32
+
+
 def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool):
     """Load weights at `path` with `loader(path)`, adapting them for training or inference.
 
@@ -88,6 +94,11 @@ def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool
     model = loader(path)
     if not for_training:
         return model
+    if cfg.model.lora is None and model.dtype != torch_float32():
+        # Trainable weights stay fp32 (bf16 is autocast via train.bf16): optimizer updates below
+        # bf16's resolution would otherwise vanish. Said aloud, since it changes the loaded dtype.
+        log.info("full fine-tuning: upcasting %s weights to float32 for training", model.dtype)
+        model = model.float()
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.model.lora is not None:
