@@ -1,0 +1,45 @@
+"""LM-head trimming: language-model logits only at the positions a loss or score needs.
+
+Every decoder task shares this. With a large vocabulary the output head dominates cost: gemma-3-270m
+has 262,144 entries, so full logits for 8 x 2048 tokens take ~17 GB. Running the backbone once and
+applying the head only where needed makes that a few MB; it is a memory requirement, not only a
+speed-up. transformers' `logits_to_keep` keeps the same positions for every row of a batch; tasks
+here need different positions per row (label tokens after prompts of different lengths).
+
+Example:
+    logits = logits_at(model, batch["input_ids"], batch["attention_mask"], rows, cols)   # (k, vocab)
+"""
+
+from __future__ import annotations
+
+
+def _unwrap(model):
+    # A peft wrapper forwards attribute access, but the backbone/head split lives on the base model.
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def logits_at(model, input_ids, attention_mask, rows, cols, **backbone_kwargs):
+    """LM logits (float32) at positions (rows[i], cols[i]) of the batch: shape (len(rows), vocab).
+
+    `model` is a transformers causal LM (optionally peft-wrapped); LoRA layers inside the backbone
+    and head still apply because the wrapped modules are the ones called.
+    """
+    base = _unwrap(model)
+    hidden = base.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                             **backbone_kwargs).last_hidden_state
+    picked = hidden[rows, cols]
+    logits = base.get_output_embeddings()(picked).float()
+    cap = getattr(base.config, "final_logit_softcapping", None)
+    if cap:  # models that soft-cap their logits (gemma 2) must be capped here too
+        logits = cap * (logits / cap).tanh()
+    return logits
+
+
+def next_token_positions(labels):
+    """(rows, cols, targets) for causal-LM loss: the logit at t predicts token t+1 where labels[t+1] != -100.
+
+    Example: labels [[-100, -100, 7, 9]] -> rows [0, 0], cols [1, 2], targets [7, 9]
+    """
+    shifted = labels[:, 1:]
+    rows, cols = (shifted != -100).nonzero(as_tuple=True)
+    return rows, cols, shifted[rows, cols]
