@@ -35,8 +35,8 @@ class Table:
 
     @property
     def columns(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for row in self.rows[:100]:
+        seen: dict[str, None] = {}  # every row: a JSON column may first appear late in a file
+        for row in self.rows:
             seen.update(dict.fromkeys(row))
         return list(seen)
 
