@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -60,14 +59,14 @@ def test_data_inspect_writes_histogram(tiny_bert, sentiment_files, tmp_path, cap
     assert (tmp_path / "h.png").stat().st_size > 1000
 
 
-@pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate launcher not installed")
 def test_two_processes_train_and_only_rank0_writes(tiny_bert, sentiment_files, tmp_path):
     train, eval_ = sentiment_files
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("{}\n")
     run = tmp_path / "run"
     # On CPU, `--multi_gpu` is what makes accelerate start a torchrun group (gloo); `--cpu` runs one process.
-    cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+    # Through this interpreter rather than the `accelerate` script on PATH, which a fresh venv may lack.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "-m", "tasktune", "train", str(cfg),
            *base_config(tiny_bert, train, eval_, run, **{"train.effective_batch_size": 16, "train.epochs": 1})]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
