@@ -29,11 +29,12 @@ def export_run(run: str, out: str, merge_lora: bool = False, overwrite: bool = F
     target = Path(out)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise UserError(f"export folder '{out}' is not empty; pass --overwrite or choose another --out")
-    if is_adapter(best) and not merge_lora:
+    adapter = is_adapter(best)
+    if adapter and not merge_lora:
         raise UserError(f"run '{run}' holds a LoRA adapter; pass --merge-lora to export a standalone model")
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if is_adapter(best):
+    if adapter:
         model, tok = task.build_model(str(best), cfg, state, for_training=False)
         merged = merge(model)
         merged.save_pretrained(str(tmp))
@@ -42,8 +43,8 @@ def export_run(run: str, out: str, merge_lora: bool = False, overwrite: bool = F
         shutil.copytree(best, tmp)
     meta = json.loads((best / "tasktune.json").read_text(encoding="utf-8"))
     write_json(tmp / "tasktune.json", {**meta, "exported_from": str(Path(run).resolve()),
-                                       "merged_lora": is_adapter(best)})
+                                       "merged_lora": adapter})
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
-    log.info("exported %s -> %s%s", best, target, " (LoRA merged)" if is_adapter(best) else "")
-    return {"out": str(target), "merged_lora": is_adapter(best)}
+    log.info("exported %s -> %s%s", best, target, " (LoRA merged)" if adapter else "")
+    return {"out": str(target), "merged_lora": adapter}

@@ -20,6 +20,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
 def plot_curves(history: list[dict], path: str | Path) -> None:
     """Train/eval loss, learning rate and eval metrics against the optimizer step."""
     plt = _pyplot()
@@ -43,10 +50,7 @@ def plot_curves(history: list[dict], path: str | Path) -> None:
     axes[2].set(title="eval metrics", xlabel="step")
     if metric_keys:
         axes[2].legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_confusion(matrix: list[list[int]], labels: list[str], path: str | Path) -> None:
@@ -62,10 +66,7 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: str | Path)
         for j in range(n):
             ax.text(j, i, matrix[i][j], ha="center", va="center",
                     color="white" if matrix[i][j] > top / 2 else "black")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_histogram(values: list[int], path: str | Path, title: str, marks: dict[str, float] = None) -> None:
@@ -77,7 +78,4 @@ def plot_histogram(values: list[int], path: str | Path, title: str, marks: dict[
         ax.axvline(x, color="red", linestyle="--")
         ax.text(x, ax.get_ylim()[1] * 0.95, f" {name}={x:g}", color="red", va="top")
     ax.set(title=title, xlabel="tokens", ylabel="examples")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    _save(plt, fig, path)

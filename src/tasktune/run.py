@@ -24,7 +24,8 @@ from tasktune.config import Config
 from tasktune.data.dataset import check_rows, load_splits, read_rows
 from tasktune.errors import UserError
 from tasktune.models.loading import resolve_model
-from tasktune.rundir import BEST, prepare_run_dir, setup_logging, write_env
+from tasktune.models.peft_adapters import weights_sha256
+from tasktune.rundir import BEST, check_run_dir, prepare_run_dir, setup_logging, write_env
 from tasktune.tasks import get_task
 
 log = logging.getLogger("tasktune")
@@ -33,8 +34,6 @@ SUMMARY_KEYS = ("accuracy", "macro_f1")
 
 def validate(cfg: Config) -> dict:
     """Every check a run makes before loading a model; returns a summary of what training would do."""
-    from tasktune.rundir import check_run_dir
-
     task = get_task(cfg.task.name)
     resolve_model(cfg.model.name)
     splits = load_splits(cfg, task)
@@ -96,8 +95,6 @@ def _save_best(trainer, tok, cfg, state, run_dir: Path, model_path: str, ps) -> 
     ps.wait_for_everyone()
     if not ps.is_main_process:
         return
-    from tasktune.models.peft_adapters import weights_sha256
-
     tok.save_pretrained(str(tmp))
     best_ckpt = trainer.state.best_model_checkpoint
     write_json(tmp / "tasktune.json", {

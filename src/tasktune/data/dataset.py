@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from tasktune.data.builtin import resolve_data_path
 from tasktune.data.readers import map_columns, read_table
 from tasktune.data.split import sample_rows, stratified_split
 from tasktune.errors import UserError
+from tasktune.fingerprint import sha256_files
 
 log = logging.getLogger("tasktune")
 
@@ -30,14 +30,6 @@ class Splits:
     test: list[dict] | None
     state: dict
     info: dict = field(default_factory=dict)
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_rows(spec: str, task, columns: dict, labelled: bool = True) -> tuple[list[dict], object, dict]:
@@ -53,7 +45,7 @@ def read_rows(spec: str, task, columns: dict, labelled: bool = True) -> tuple[li
     base = os.path.basename(path)
     for i, row in enumerate(rows):
         row["id"] = str(row["id"]) if row.get("id") is not None else f"{base}#{table.lines[i]}"
-    info = {"path": os.path.abspath(path), "sha256": sha256_file(path), "rows": len(rows)}
+    info = {"path": os.path.abspath(path), "sha256": sha256_files([path]), "rows": len(rows)}
     return rows, table, info
 
 

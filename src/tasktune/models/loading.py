@@ -64,8 +64,7 @@ def resolve_model(name: str) -> str:
     local = catalog_path(name)
     if local is not None:
         return local
-    looks_local = name.startswith((".", "/", "~")) or os.sep in name and not _HUB_ID.match(name)
-    if looks_local or not _HUB_ID.match(name):
+    if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
         raise UserError(f"model folder '{name}' not found; check model.name (or see catalog names: "
                         f"{', '.join(CATALOG)})")
     cached = _cached_hub_snapshot(name)

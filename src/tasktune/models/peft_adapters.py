@@ -50,17 +50,10 @@ def merge(model):
 
 def weights_sha256(folder: str | Path) -> str | None:
     """One sha256 over a model folder's weight files (sorted by name), to pin an adapter's base."""
-    import hashlib
+    from tasktune.fingerprint import sha256_files
 
     files = sorted(p for p in Path(folder).glob("*") if p.suffix in (".safetensors", ".bin", ".gguf"))
-    if not files:
-        return None
-    h = hashlib.sha256()
-    for path in files:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    return sha256_files(files) if files else None
 
 
 def adapter_base(folder: str | Path) -> str:
@@ -76,12 +69,6 @@ def adapter_base(folder: str | Path) -> str:
     return base
 
 
-def torch_float32():
-    import torch
-
-    return torch.float32
-
-
 def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool):
     """Load weights at `path` with `loader(path)`, adapting them for training or inference.
 
@@ -91,10 +78,12 @@ def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool
     """
     if is_adapter(path):
         return load_adapter(loader(adapter_base(path)), path)
+    import torch
+
     model = loader(path)
     if not for_training:
         return model
-    if cfg.model.lora is None and model.dtype != torch_float32():
+    if cfg.model.lora is None and model.dtype != torch.float32:
         # Trainable weights stay fp32 (bf16 is autocast via train.bf16): optimizer updates below
         # bf16's resolution would otherwise vanish. Said aloud, since it changes the loaded dtype.
         log.info("full fine-tuning: upcasting %s weights to float32 for training", model.dtype)
