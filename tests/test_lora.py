@@ -72,3 +72,31 @@ def test_dtype_policy_trainable_weights_are_fp32(tiny_qwen, tmp_path):
     frozen = [p for p in model.parameters() if not p.requires_grad]
     assert adapters and all(p.dtype == torch.float32 for p in adapters)
     assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+
+
+def test_qlora_trains_adapters_on_a_4bit_base(tiny_qwen, sentiment_files, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from tasktune.run import load_run, train
+
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, Qwen2ForCausalLM
+
+    # bitsandbytes quantizes in blocks of 64: every quantized matrix needs dims of 64 or more.
+    base = tmp_path / "qwen64"
+    config = AutoConfig.from_pretrained(tiny_qwen)
+    config.update({"hidden_size": 64, "intermediate_size": 128, "num_key_value_heads": 2, "head_dim": 32})
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(base)
+    AutoTokenizer.from_pretrained(tiny_qwen).save_pretrained(base)
+    train_f, eval_f = sentiment_files
+    run = tmp_path / "run"
+    train(load_config(None, base_config(str(base), train_f, eval_f, run, **{
+        "model.lora": "{r: 4, target_modules: [q_proj, v_proj]}", "model.quantization": "4bit",
+        "train.max_steps": 3})))
+    assert (run / "best/adapter_config.json").is_file()
+    task, cfg, state, best = load_run(run)
+    model, _ = task.build_model(str(best), cfg, state, for_training=False)
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert "Linear4bit" in kinds  # the frozen base really is 4-bit at inference too
+    with pytest.raises(UserError, match="model.quantization trains LoRA adapters"):
+        load_config(None, ["model.name=x", "model.quantization=4bit"])

@@ -56,7 +56,17 @@ class ModelConfig(Section):
         "auto", description="Dtype to load weights in; auto keeps the checkpoint's own dtype."
     )
     lora: LoraSettings | None = Field(None, description="LoRA adapters (peft); absent = full fine-tuning.")
+    quantization: Literal["4bit", "8bit"] | None = Field(
+        None, description="Load the frozen base in 4 or 8 bits (bitsandbytes) and train LoRA on it: QLoRA."
+    )
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+
+    @model_validator(mode="after")
+    def _quantization_needs_lora(self):
+        if self.quantization and self.lora is None:
+            raise ValueError("model.quantization trains LoRA adapters on a frozen quantized base; "
+                             "add model.lora (e.g. model.lora={r: 8})")
+        return self
 
 
 class DataConfig(Section):

@@ -35,6 +35,8 @@ def export_run(run: str, out: str, merge_lora: bool = False, overwrite: bool = F
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if adapter:
+        # Merge into a full-precision base: LoRA weights cannot be folded into 4/8-bit ones.
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"quantization": None})})
         model, tok = task.build_model(str(best), cfg, state, for_training=False)
         merged = merge(model)
         merged.save_pretrained(str(tmp))

@@ -69,18 +69,36 @@ def adapter_base(folder: str | Path) -> str:
     return base
 
 
-def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool):
-    """Load weights at `path` with `loader(path)`, adapting them for training or inference.
+def quantization_kwargs(mode: str | None) -> dict:
+    """from_pretrained kwargs that load a base model in 4 or 8 bits (bitsandbytes); {} for None."""
+    if mode is None:
+        return {}
+    import torch
+    from transformers import BitsAndBytesConfig
 
-    - `path` holds an adapter: load its base with `loader`, then the adapter on top.
-    - training with `model.lora`: wrap in fresh LoRA adapters.
+    if mode == "8bit":
+        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
+    # NF4 with double quantization, computing in bf16 where the hardware has it (the QLoRA recipe).
+    compute = torch.bfloat16 if (not torch.cuda.is_available() or torch.cuda.is_bf16_supported()) else torch.float16
+    return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                      bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)}
+
+
+def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool):
+    """Load weights at `path` with `loader(path, **kwargs)`, adapting them for training or inference.
+
+    - `path` holds an adapter: load its base with `loader` (quantized as in training), then the adapter.
+    - training with `model.lora`: wrap in fresh LoRA adapters (on a quantized base with
+      `model.quantization`: QLoRA).
+    - full fine-tuning of a low-precision checkpoint: upcast to fp32.
     - `model.gradient_checkpointing`: recompute activations in the backward pass.
     """
-    if is_adapter(path):
-        return load_adapter(loader(adapter_base(path)), path)
     import torch
 
-    model = loader(path)
+    quant = quantization_kwargs(cfg.model.quantization)
+    if is_adapter(path):
+        return load_adapter(loader(adapter_base(path), **quant), path)
+    model = loader(path, **(quant if for_training else {}))
     if not for_training:
         return model
     if cfg.model.lora is None and model.dtype != torch.float32:
@@ -88,7 +106,12 @@ def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool
         # bf16's resolution would otherwise vanish. Said aloud, since it changes the loaded dtype.
         log.info("full fine-tuning: upcasting %s weights to float32 for training", model.dtype)
         model = model.float()
-    if cfg.model.gradient_checkpointing:
+    if quant:
+        from peft import prepare_model_for_kbit_training
+
+        # Casts the non-quantized weights (norms, heads) to fp32 and sets up gradient checkpointing.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.model.gradient_checkpointing)
+    elif cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.model.lora is not None:
         model = apply_lora(model, cfg.model.lora, task_type)

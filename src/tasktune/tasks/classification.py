@@ -68,10 +68,10 @@ class Classification:
         labels = state["labels"]
         tok = load_tokenizer(path, self.padding_side)
 
-        def loader(p):
+        def loader(p, **kwargs):
             model = AutoModelForSequenceClassification.from_pretrained(
                 p, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                label2id={lab: i for i, lab in enumerate(labels)}, dtype=torch_dtype(cfg.model.dtype))
+                label2id={lab: i for i, lab in enumerate(labels)}, dtype=torch_dtype(cfg.model.dtype), **kwargs)
             # Decoders classify from the last non-pad token and must know which id is padding.
             model.config.pad_token_id = tok.pad_token_id
             return model
