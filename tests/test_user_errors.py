@@ -127,7 +127,7 @@ def test_models_list_and_catalog_errors(capsys, monkeypatch):
     listed = json.loads(capsys.readouterr().out)
     assert listed["all-minilm-l6-v2"]["licence"] and "installed" in listed["all-minilm-l6-v2"]
     monkeypatch.setitem(catalog.CATALOG, "fake-model", catalog.CatalogEntry(
-        package="fake-model-pkg==1.0", module="no_such_module_xyz", subdir="m", size="1", languages="en",
+        packages=("fake-model-pkg==1.0",), module="no_such_module_xyz", subdir="m", size="1", languages="en",
         licence="MIT"))
-    with pytest.raises(UserError, match="not installed; run: pip install fake-model-pkg==1.0"):
+    with pytest.raises(UserError, match="not installed; run: tasktune models pull fake-model"):
         resolve_model("fake-model")

