@@ -68,10 +68,16 @@ def test_dtype_policy_trainable_weights_are_fp32(tiny_qwen, tmp_path):
     assert all(p.dtype == torch.float32 for p in model.parameters())
     cfg = load_config(None, [f"model.name={bf16}", "model.lora={r: 2}"])
     model, _ = task.build_model(str(bf16), cfg, state, for_training=True)
-    adapters = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    trainable = [p for p in model.parameters() if p.requires_grad]
     frozen = [p for p in model.parameters() if not p.requires_grad]
-    assert adapters and all(p.dtype == torch.float32 for p in adapters)
+    assert any(p.dtype == torch.float32 for n, p in model.named_parameters() if "score" in n and p.requires_grad)
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
     assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+    # The bf16 backbone feeds the fp32 head, and gradients reach it.
+    out = model(input_ids=torch.tensor([[5, 6, 7]]), labels=torch.tensor([1]))
+    out.loss.backward()
+    assert out.logits.dtype == torch.float32
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad and "score" in n)
 
 
 def test_qlora_trains_adapters_on_a_4bit_base(tiny_qwen, sentiment_files, tmp_path):

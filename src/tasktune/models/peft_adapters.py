@@ -115,4 +115,28 @@ def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.model.lora is not None:
         model = apply_lora(model, cfg.model.lora, task_type)
+        _trainable_modules_fp32(model)
     return model
+
+
+def _cast_inputs_fp32(module, args):
+    import torch
+
+    return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+
+def _trainable_modules_fp32(model) -> None:
+    """Keep every trainable weight in fp32 under LoRA, also a new head on a bf16/fp16 checkpoint.
+
+    peft already keeps adapter weights fp32 and casts their inputs; a fully trained module (a new
+    classification head saved via modules_to_save) would otherwise stay in the checkpoint's dtype.
+    Such a module is upcast and its inputs cast to fp32 on the way in, so the frozen low-precision
+    backbone can feed it.
+    """
+    import torch
+
+    for name, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if own and "lora_" not in name and any(p.dtype != torch.float32 for p in own):
+            module.float()
+            module.register_forward_pre_hook(_cast_inputs_fp32)
