@@ -43,8 +43,11 @@ def cmd_train(a):
 def cmd_eval(a):
     from tasktune.run import evaluate
 
+    from tasktune.config import load_config
+
+    config = load_config(a.config, a.overrides) if a.config else None
     return evaluate(run=a.run, model=a.model, task_name=a.task, data=a.data, baseline=a.baseline,
-                    columns=_columns(a.column), out=a.out)
+                    columns=_columns(a.column), out=a.out, config=config)
 
 
 def cmd_predict(a):
@@ -118,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--baseline", action="store_true", help="also score trivial baselines on the same rows")
     e.add_argument("--column", action="append", metavar="FIELD=COLUMN", help="column mapping, repeatable")
     e.add_argument("--out", help="output folder; default RUN/eval/<split>")
+    e.add_argument("--config", help="with --model: a config whose task settings to use (prompt, labels...)")
+    e.add_argument("overrides", nargs="*", help="with --config: key.sub=value overrides")
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("predict", help="predict with a trained run")

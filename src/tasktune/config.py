@@ -30,6 +30,21 @@ class TaskConfig(Section):
         None, description="Label set in a fixed order; inferred (sorted) from the training data when absent."
     )
 
+    prompt: str | None = Field(
+        None, description="label_scoring prompt with {text}, e.g. '评论：{text}\\n情感（正面或负面）：'."
+    )
+    verbalizer: dict[str, str | list[str]] | None = Field(
+        None, description="label_scoring: label -> word (or list of words) the LM should say, e.g. {positive: 正面}."
+    )
+    label_score: Literal["sum", "mean"] = Field(
+        "sum", description="label_scoring: a word's score is the sum or mean of its tokens' log-probabilities."
+    )
+
+    @field_validator("verbalizer", mode="before")
+    @classmethod
+    def _keys_as_text(cls, v):
+        return None if v is None else {str(k): w for k, w in v.items()}
+
     @field_validator("labels", mode="before")
     @classmethod
     def _labels_as_text(cls, v):
@@ -60,6 +75,9 @@ class ModelConfig(Section):
         None, description="Load the frozen base in 4 or 8 bits (bitsandbytes) and train LoRA on it: QLoRA."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    method: Literal["head", "label_scoring"] = Field(
+        "head", description="classification: a new head on the backbone, or a causal LM scoring label words."
+    )
 
     @model_validator(mode="after")
     def _quantization_needs_lora(self):
@@ -135,12 +153,27 @@ class TrainConfig(Section):
         return v if v.startswith("eval_") else f"eval_{v}"
 
 
+class BaselineConfig(Section):
+    model: str | None = Field(None, description="Model for the zero-shot baseline; default: the run's base model.")
+    after_training: bool = Field(False, description="Evaluate the baselines right after training and print them.")
+
+
 class Config(Section):
     task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     output_dir: str = Field("runs/default", description="The run folder.")
+
+    @model_validator(mode="after")
+    def _label_scoring_needs_prompt(self):
+        if self.model.method == "label_scoring":
+            if not self.task.prompt or "{text}" not in self.task.prompt:
+                raise ValueError("model.method label_scoring needs task.prompt containing {text}")
+            if not self.task.verbalizer:
+                raise ValueError("model.method label_scoring needs task.verbalizer (label -> word)")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -221,6 +254,8 @@ def _explain(err: ValidationError, source: str, lines: dict, overridden: set) ->
         key = f"{key}.{required[0]}" if required else key
         return f"{where}: '{key}' is required; add it to the config or pass {key}=..."
     msg = e["msg"].removeprefix("Value error, ")
+    if len(loc) <= 1 and e["type"] == "value_error":  # a rule across keys: the message names them
+        return f"{where}: {msg}"
     return f"{where}: '{key}': {msg} (got {e.get('input')!r})"
 
 

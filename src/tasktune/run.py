@@ -23,7 +23,7 @@ from tasktune.atomic import write_json, write_jsonl
 from tasktune.config import Config
 from tasktune.data.dataset import check_rows, load_splits, read_rows
 from tasktune.errors import UserError
-from tasktune.models.loading import resolve_model
+from tasktune.models.loading import resolve_model, to_device
 from tasktune.models.peft_adapters import weights_sha256
 from tasktune.rundir import BEST, check_run_dir, prepare_run_dir, setup_logging, write_env
 from tasktune.tasks import get_task
@@ -84,6 +84,8 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
     for split, rows in (("eval", splits.eval), ("test", splits.test)):
         if rows:
             results[split] = _evaluate_rows(task, trainer.model, tok, cfg, splits.state, rows, run_dir / "eval" / split)
+    if cfg.baseline.after_training and splits.eval:
+        run_baselines(task, cfg, splits.state, splits.eval, run_dir / "eval" / "eval", results["eval"])
     log.info("done: best model in %s", run_dir / BEST)
     return results.get("eval", {})
 
@@ -110,15 +112,9 @@ def _save_best(trainer, tok, cfg, state, run_dir: Path, model_path: str, ps) -> 
     tmp.rename(run_dir / BEST)
 
 
-def _device_model(model):
-    import torch
-
-    return model.to("cuda") if torch.cuda.is_available() else model
-
-
 def _evaluate_rows(task, model, tok, cfg, state, rows, out_dir: Path, extra: dict | None = None) -> dict:
     """Predict `rows`, write predictions.jsonl, metrics.json (and plots) into `out_dir`; return metrics."""
-    preds = task.predict(_device_model(model), tok, rows, cfg, state, cfg.train.eval_batch_size or 32)
+    preds = task.predict(to_device(model), tok, rows, cfg, state, cfg.train.eval_batch_size or 32)
     metrics = task.metrics(preds, rows, state)
     write_jsonl(out_dir / "predictions.jsonl", preds)
     write_json(out_dir / "metrics.json", {"rows": len(rows), **metrics, **(extra or {})})
@@ -163,11 +159,11 @@ def _eval_rows_for(task, cfg, state, data: str | None, run: str | None) -> tuple
 
 def evaluate(run: str | None = None, model: str | None = None, task_name: str | None = None,
              data: str | None = None, baseline: bool = False, columns: dict | None = None,
-             out: str | None = None) -> dict:
-    """Evaluate a run's best model (or any `model` for `task_name`) on labelled rows.
+             out: str | None = None, config: Config | None = None) -> dict:
+    """Evaluate a run's best model (or any `model`, with `config`'s task settings) on labelled rows.
 
     Writes predictions.jsonl and metrics.json into RUN/eval/<split>/ (or `out`); with `baseline`,
-    also baseline_comparison.json with the task's trivial baselines on the same rows.
+    also the baselines' predictions (baselines/<name>.jsonl) and baseline_comparison.json.
     """
     if (run is None) == (model is None):
         raise UserError("eval takes a run folder or --model PATH (one of them)")
@@ -176,24 +172,42 @@ def evaluate(run: str | None = None, model: str | None = None, task_name: str | 
         if columns:
             cfg.data.columns = {**cfg.data.columns, **columns}
     else:
-        task = get_task(task_name or "classification")
+        base = config.model_dump(mode="json") if config else {"task": task_name or "classification"}
+        base.setdefault("model", {})["name"] = model
+        base.setdefault("data", {})["columns"] = {**base.get("data", {}).get("columns", {}), **(columns or {})}
+        cfg = Config.model_validate(base)
+        task = get_task(cfg.task.name)
         path = resolve_model(model)
-        cfg = Config.model_validate({"task": task.name, "model": {"name": model},
-                                     "data": {"columns": columns or {}}})
-        state = task.state_from_model(path)
+        state = task.state_from_model(path, cfg)
     split, rows = _eval_rows_for(task, cfg, state, data, run)
     out_dir = Path(out) if out else (Path(run) / "eval" / split if run else Path("tasktune-eval") / Path(model).name / split)
     setup_logging()
     net, tok = task.build_model(path, cfg, state, for_training=False)
     metrics = _evaluate_rows(task, net, tok, cfg, state, rows, out_dir)
     if baseline:
-        comparison = {"rows": len(rows), "methods": {"model": _summary(metrics)}}
-        for name, preds in task.baselines(rows, state).items():
-            comparison["methods"][name] = _summary(task.metrics(preds, rows, state))
-        write_json(out_dir / "baseline_comparison.json", comparison)
-        for name, m in comparison["methods"].items():
-            log.info("  %-10s %s", name, "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
+        run_baselines(task, cfg, state, rows, out_dir, metrics)
     return metrics
+
+
+def run_baselines(task, cfg, state, rows, out_dir: Path, metrics: dict) -> dict:
+    """Score the task's baselines (majority, zero-shot of baseline.model...) on `rows` beside `metrics`.
+
+    Writes out_dir/baselines/<name>.jsonl and out_dir/baseline_comparison.json; logs a table.
+    """
+    methods = {"model": _summary(metrics)}
+    found = dict(task.baselines(rows, state))
+    zero_shot = getattr(task, "zero_shot", None)
+    if zero_shot is not None:
+        base = resolve_model(cfg.baseline.model or cfg.model.name)
+        found.update(zero_shot(base, rows, cfg, state, cfg.train.eval_batch_size or 16))
+    for name, preds in found.items():
+        write_jsonl(out_dir / "baselines" / f"{name}.jsonl", preds)
+        methods[name] = _summary(task.metrics(preds, rows, state))
+    comparison = {"rows": len(rows), "baseline_model": cfg.baseline.model or cfg.model.name, "methods": methods}
+    write_json(out_dir / "baseline_comparison.json", comparison)
+    for name, m in methods.items():
+        log.info("  %-22s %s", name, "  ".join(f"{k} {m[k]:.4f}" for k in SUMMARY_KEYS if k in m))
+    return comparison
 
 
 def _summary(metrics: dict) -> dict:
@@ -210,7 +224,7 @@ def predict(run: str, text: str | None = None, input: str | None = None, output:
         rows, table, _ = read_rows(input, task, cfg.data.columns, labelled=False)
         rows = check_rows(task, rows, table.where, state, labelled=False)
     net, tok = task.build_model(path, cfg, state, for_training=False)
-    net = _device_model(net)
+    net = to_device(net)
     if interactive:
         return _interactive(task, net, tok, cfg, state)
     if text is not None:

@@ -87,9 +87,10 @@ def build_trainer(task, cfg, model, tokenizer, train_feats, eval_feats, state, r
         metric = metric if metric.startswith("eval_") else f"eval_{metric}"
         callbacks.append(EarlyStopping(metric, es.patience, es.min_delta, greater_is_better(metric)))
     trainer = Trainer(
-        model=model, args=args, data_collator=task.collator(tokenizer), train_dataset=train_feats,
+        model=model, args=args, data_collator=task.collator(tokenizer, cfg, state), train_dataset=train_feats,
         eval_dataset=eval_feats or None, processing_class=tokenizer, compute_loss_func=task.loss(cfg, state),
         compute_metrics=task.compute_metrics(state), callbacks=callbacks,
+        preprocess_logits_for_metrics=task.preprocess_logits(cfg, state),
     )
     from transformers.trainer_callback import ProgressCallback
 

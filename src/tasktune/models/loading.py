@@ -94,3 +94,10 @@ def torch_dtype(name: str):
     import torch
 
     return getattr(torch, name)
+
+
+def to_device(model):
+    """`model` on the GPU when there is one (inference), else unchanged."""
+    import torch
+
+    return model.to("cuda") if torch.cuda.is_available() else model

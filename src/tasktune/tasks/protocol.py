@@ -26,7 +26,7 @@ class Task(Protocol):
     def row_problem(self, row: dict, state: dict | None, labelled: bool) -> str | None:
         """What is wrong with one row and how to fix it, or None; `state` None = label set not known yet."""
 
-    def state_from_model(self, path: str) -> dict:
+    def state_from_model(self, path: str, cfg) -> dict:
         """Task state read from a model trained elsewhere (for `eval --model`)."""
 
     def build_model(self, path: str, cfg, state: dict, for_training: bool) -> tuple[Any, Any]:
@@ -35,11 +35,14 @@ class Task(Protocol):
     def prepare(self, rows: list[dict], tokenizer, cfg, state: dict) -> list[dict]:
         """Raw rows -> model features (tensors-to-be, with labels when rows have them)."""
 
-    def collator(self, tokenizer) -> Callable:
+    def collator(self, tokenizer, cfg, state: dict) -> Callable:
         """Batch builder for `prepare`'s features."""
 
     def loss(self, cfg, state: dict) -> Callable | None:
         """Trainer `compute_loss_func`, or None to use the model's own loss."""
+
+    def preprocess_logits(self, cfg, state: dict) -> Callable | None:
+        """Trainer `preprocess_logits_for_metrics`: shrink eval logits before they are gathered."""
 
     def compute_metrics(self, state: dict) -> Callable:
         """Trainer `compute_metrics` for evaluation during training."""
@@ -52,3 +55,6 @@ class Task(Protocol):
 
     def baselines(self, rows: list[dict], state: dict) -> dict[str, list[dict]]:
         """Predictions of trivial baselines (e.g. majority class) on `rows`, by name."""
+
+    def zero_shot(self, path: str, rows: list[dict], cfg, state: dict, batch_size: int) -> dict[str, list[dict]]:
+        """Predictions of an untrained model at `path` on `rows`, by name ({} when the task has none)."""

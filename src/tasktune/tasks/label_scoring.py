@@ -1,0 +1,126 @@
+"""Label scoring: a causal LM classifies by scoring each label's words after a prompt (no new head).
+
+Plain functions used by the classification task when `model.method: label_scoring`.
+
+How a batch is built (LabelScoringCollator): the prompt `task.prompt` with the row's text, then,
+for each candidate word of the verbalizer, one sequence `prompt + word tokens`, LEFT-padded so
+that every sequence ends at the same position and every word's tokens are right-aligned. The
+positions whose logits predict the word tokens are then the same for every row, so the model's
+own `logits_to_keep` computes the LM head only there (with gemma's 262k vocabulary the full head
+would be most of the cost and memory). When every word is a single token, one sequence per row
+suffices: all words are scored at the prompt's last position.
+
+A label's score is the sum (or mean, `task.label_score`) of its word's token log-probabilities;
+a label with several words takes the log-sum-exp over them. Training minimises cross-entropy over
+the label set's scores, so label smoothing applies over the labels, never over the vocabulary.
+
+Example: prompt "评论：{text}\\n情感（正面或负面）：", verbalizer {positive: 正面, negative: 负面}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tasktune.errors import UserError
+
+
+@dataclass
+class Candidates:
+    """Every verbalizer word as token ids, right-aligned into a (C, m) table (-100 = no token)."""
+
+    token_ids: list[list[int]]   # per candidate word
+    owner: list[int]             # candidate -> label index
+    width: int                   # m: the longest word in tokens
+
+    @property
+    def single_token(self) -> bool:
+        return self.width == 1
+
+
+def candidates(tokenizer, labels: list[str], verbalizer: dict) -> Candidates:
+    """Token ids of each label's words, as they follow the prompt (no special tokens)."""
+    ids, owner = [], []
+    for k, label in enumerate(labels):
+        words = verbalizer[label]
+        for word in [words] if isinstance(words, str) else words:
+            tokens = tokenizer(word, add_special_tokens=False)["input_ids"]
+            if not tokens:
+                raise UserError(f"task.verbalizer.{label}: '{word}' has no tokens; use a non-empty word")
+            ids.append(tokens)
+            owner.append(k)
+    return Candidates(ids, owner, max(len(t) for t in ids))
+
+
+def prompt_ids(tokenizer, template: str, text: str, max_length: int, reserve: int) -> list[int]:
+    """Token ids of `template` with `text` in place of {text}; the text (only) is cut to fit
+    max_length minus `reserve` tokens, so the instruction after it is never lost."""
+    prefix, _, suffix = template.partition("{text}")
+    head = tokenizer(prefix, add_special_tokens=True)["input_ids"]
+    tail = tokenizer(suffix, add_special_tokens=False)["input_ids"]
+    # Some tokenizers append EOS with add_special_tokens: it must not sit inside the prompt.
+    if tokenizer.eos_token_id is not None and head and head[-1] == tokenizer.eos_token_id:
+        head = head[:-1]
+    budget = max_length - len(head) - len(tail) - reserve
+    if budget < 1:
+        raise UserError(f"task.prompt leaves no room for the text within model.max_length={max_length}; "
+                        "shorten the prompt or raise model.max_length")
+    body = tokenizer(text, add_special_tokens=False)["input_ids"][:budget]
+    return head + body + tail
+
+
+class LabelScoringCollator:
+    """Features {prompt_ids, labels?} -> a left-padded batch with `logits_to_keep` at the word positions."""
+
+    def __init__(self, pad_id: int, cands: Candidates):
+        self.pad_id, self.cands = pad_id, cands
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        words = [[]] if self.cands.single_token else self.cands.token_ids
+        seqs = [f["prompt_ids"] + w for f in features for w in words]
+        length = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), length), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, length - len(s):] = torch.tensor(s)
+            mask[i, length - len(s):] = 1
+        m = self.cands.width
+        # Logits at position p predict token p+1: words end at the last position, so their tokens are
+        # predicted from positions length-m-1 .. length-2 (the prompt's last position when m == 1).
+        keep = torch.arange(length - 1, length) if self.cands.single_token else torch.arange(length - m - 1, length - 1)
+        batch = {"input_ids": ids, "attention_mask": mask, "logits_to_keep": keep,
+                 "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+        if "labels" in features[0]:
+            batch["labels"] = torch.tensor([f["labels"] for f in features])
+        return batch
+
+
+def label_scores(logits, cands: Candidates, n_labels: int, reduce: str = "sum"):
+    """(B, K) label scores from the kept logits: (B*C, m, V), or (B, 1, V) for single-token words."""
+    import torch
+
+    logp = logits.float().log_softmax(-1)
+    if cands.single_token:
+        word = torch.tensor([t[0] for t in cands.token_ids], device=logp.device)
+        cand = logp[:, 0, word]                                                     # (B, C)
+    else:
+        c, m = len(cands.token_ids), cands.width
+        table = torch.full((c, m), -100, dtype=torch.long, device=logp.device)
+        for i, t in enumerate(cands.token_ids):
+            table[i, m - len(t):] = torch.tensor(t)
+        logp = logp.view(-1, c, m, logp.shape[-1])
+        valid = table >= 0
+        picked = logp.gather(-1, table.clamp(min=0).expand(logp.shape[0], c, m).unsqueeze(-1)).squeeze(-1)
+        cand = (picked * valid).sum(-1)
+        if reduce == "mean":
+            cand = cand / valid.sum(-1)
+    owner = torch.tensor(cands.owner, device=cand.device)
+    member = torch.nn.functional.one_hot(owner, n_labels).bool()                    # (C, K)
+    masked = cand.unsqueeze(-1).masked_fill(~member, float("-inf"))                  # (B, C, K)
+    return masked.logsumexp(1)
+
+
+def calibrate(scores, content_free_scores):
+    """Contextual calibration: divide each label's probability by its probability on a content-free input."""
+    return scores.log_softmax(-1) - content_free_scores.log_softmax(-1)

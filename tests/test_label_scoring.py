@@ -1,0 +1,70 @@
+"""Label scoring: scores equal a brute-force sum of log-probabilities; training beats zero-shot."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import base_config
+
+from tasktune.config import load_config
+
+PROMPT = "review: {text} sentiment:"
+
+
+def scoring_overrides(verbalizer: str) -> list[str]:
+    return ["model.method=label_scoring", f"task.prompt={PROMPT}", f"task.verbalizer={verbalizer}"]
+
+
+@pytest.mark.parametrize("verbalizer, width", [
+    ("{positive: ' good room', negative: ' bad'}", 2),         # words of different token lengths
+    ("{positive: [' good', ' great staff'], negative: ' bad'}", 2),  # several words for one label
+    ("{positive: ' good', negative: ' bad'}", 1),              # single tokens: one sequence per row
+])
+def test_batched_scores_equal_brute_force(tiny_qwen, verbalizer, width):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tasktune.tasks.classification import Classification
+
+    cfg = load_config(None, [f"model.name={tiny_qwen}", "model.max_length=64", *scoring_overrides(verbalizer)])
+    state = {"labels": ["negative", "positive"], "label_counts": {}}
+    task = Classification()
+    model, tok = task.build_model(tiny_qwen, cfg, state, for_training=False)
+    rows = [{"text": "the room was clean"}, {"text": "dirty 脏"}, {"text": "ok"}]
+    feats = task.prepare(rows, tok, cfg, state)
+    assert task._candidates(tok, cfg, state).width == width
+    with torch.no_grad():
+        got = task.scores(cfg, state)(model(**task.collator(tok, cfg, state)(feats)).logits)
+    plain = AutoModelForCausalLM.from_pretrained(tiny_qwen).eval()
+    for b, f in enumerate(feats):
+        for k, label in enumerate(state["labels"]):
+            words = cfg.task.verbalizer[label]
+            per_word = []
+            for word in [words] if isinstance(words, str) else words:
+                w = tok(word, add_special_tokens=False)["input_ids"]
+                ids = torch.tensor([f["prompt_ids"] + w])
+                with torch.no_grad():
+                    logp = plain(ids).logits[0].log_softmax(-1)
+                start = len(f["prompt_ids"])
+                per_word.append(sum(logp[start + j - 1, t] for j, t in enumerate(w)))
+            expected = torch.logsumexp(torch.stack(per_word), 0)
+            assert got[b, k].item() == pytest.approx(expected.item(), abs=1e-4), (b, label)
+
+
+def test_label_scoring_lora_beats_zero_shot(tiny_qwen, sentiment_files, tmp_path):
+    from tasktune.run import evaluate, train
+
+    train_f, eval_f = sentiment_files
+    run = tmp_path / "run"
+    metrics = train(load_config(None, base_config(tiny_qwen, train_f, eval_f, run, **{
+        "model.lora": "{r: 8, alpha: 16}", "train.epochs": 3, "train.learning_rate": 1e-2,
+        "baseline.after_training": "true"}) + scoring_overrides("{positive: ' good', negative: ' bad'}")))
+    comparison = json.loads((run / "eval/eval/baseline_comparison.json").read_text())
+    methods = comparison["methods"]
+    assert set(methods) == {"model", "majority", "zero_shot", "zero_shot_calibrated"}
+    assert metrics["accuracy"] > 0.8 and metrics["accuracy"] > methods["zero_shot"]["accuracy"]
+    assert (run / "eval/eval/baselines/zero_shot.jsonl").is_file()
+    assert (run / "best/adapter_config.json").is_file()
+    again = evaluate(run=str(run))  # reloads base + adapter and the prompt from tasktune.json
+    assert again["accuracy"] == pytest.approx(metrics["accuracy"])
