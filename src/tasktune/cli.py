@@ -3,6 +3,7 @@
     tasktune train cfg.yaml [key.sub=value ...] [--overwrite]      -> run.train
     tasktune eval RUN | --model M --task T --data F [--baseline]    -> run.evaluate
     tasktune predict RUN --text T | --input F [--output F] | --interactive -> run.predict
+    tasktune compare RUN... [--out F]                               -> compare.compare
     tasktune export RUN --out DIR [--merge-lora]                    -> export.export_run
     tasktune data inspect FILE [--model M]                          -> data.inspect.inspect_file
     tasktune data validate cfg.yaml [key.sub=value ...]             -> run.validate
@@ -54,6 +55,14 @@ def cmd_predict(a):
     from tasktune.run import predict
 
     predict(a.run, text=a.text, input=a.input, output=a.output, interactive=a.interactive, batch_size=a.batch_size)
+
+
+def cmd_compare(a):
+    from tasktune.compare import compare
+    from tasktune.rundir import setup_logging
+
+    setup_logging()
+    compare(a.runs, split=a.split, out=a.out, samples=a.samples)
 
 
 def cmd_export(a):
@@ -133,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--interactive", action="store_true", help="read texts line by line until EOF")
     r.add_argument("--batch-size", type=int, default=32)
     r.set_defaults(func=cmd_predict)
+
+    c = sub.add_parser("compare", help="runs and baselines on the same eval rows, with bootstrap 95% intervals")
+    c.add_argument("runs", nargs="+", help="run folders")
+    c.add_argument("--split", default="eval", help="eval/<split> to compare (default eval)")
+    c.add_argument("--out", help="write the table as JSON here")
+    c.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
+    c.set_defaults(func=cmd_compare)
 
     x = sub.add_parser("export", help="write a run's best model as a standalone folder")
     x.add_argument("run", help="run folder")
