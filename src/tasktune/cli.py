@@ -38,7 +38,9 @@ def cmd_train(a):
     from tasktune.run import train
 
     metrics = train(load_config(a.config, a.overrides), overwrite=a.overwrite)
-    return {k: v for k, v in metrics.items() if isinstance(v, float)}
+    summary = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    # With baseline.after_training, end on the comparison: tuned model vs zero-shot vs majority.
+    return {"tuned": summary, **metrics["baselines"]} if "baselines" in metrics else summary
 
 
 def cmd_eval(a):
@@ -46,7 +48,9 @@ def cmd_eval(a):
 
     from tasktune.config import load_config
 
-    config = load_config(a.config, a.overrides) if a.config else None
+    if a.set and not a.config:
+        raise UserError("eval --set needs --config FILE (it overrides that config's keys)")
+    config = load_config(a.config, a.set or []) if a.config else None
     return evaluate(run=a.run, model=a.model, task_name=a.task, data=a.data, baseline=a.baseline,
                     columns=_columns(a.column), out=a.out, config=config)
 
@@ -131,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--column", action="append", metavar="FIELD=COLUMN", help="column mapping, repeatable")
     e.add_argument("--out", help="output folder; default RUN/eval/<split>")
     e.add_argument("--config", help="with --model: a config whose task settings to use (prompt, labels...)")
-    e.add_argument("overrides", nargs="*", help="with --config: key.sub=value overrides")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --config: override a key, repeatable")
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("predict", help="predict with a trained run")

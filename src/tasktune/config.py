@@ -138,6 +138,9 @@ class TrainConfig(Section):
     logging_steps: int = Field(10, gt=0, description="Log loss and learning rate every N optimizer steps.")
     eval_steps: int | None = Field(None, gt=0, description="Evaluate and checkpoint every N steps; default each epoch.")
     save_total_limit: int = Field(2, ge=1, description="Newest checkpoints kept (the best one is kept too).")
+    eval_during_training: bool = Field(
+        True, description="Evaluate (and keep the best checkpoint) during training; off: evaluate once at the end."
+    )
     best_metric: str = Field("eval_loss", description="Metric that picks best/ (e.g. eval_accuracy, eval_macro_f1).")
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     curves_every: int = Field(5, gt=0, description="Redraw training_curves.png every N logging steps.")

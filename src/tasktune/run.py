@@ -74,7 +74,8 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
     set_seed(cfg.train.seed)  # new heads are initialised here, before the Trainer seeds anything
     model, tok = task.build_model(model_path, cfg, splits.state, for_training=True)
     feats = task.prepare(splits.train, tok, cfg, splits.state)
-    eval_feats = task.prepare(splits.eval, tok, cfg, splits.state) if splits.eval else []
+    eval_during = splits.eval and cfg.train.eval_during_training
+    eval_feats = task.prepare(splits.eval, tok, cfg, splits.state) if eval_during else []
     trainer = build_trainer(task, cfg, model, tok, feats, eval_feats, splits.state, run_dir, history, callbacks)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     _save_best(trainer, tok, cfg, splits.state, run_dir, model_path, ps)
@@ -85,7 +86,8 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
         if rows:
             results[split] = _evaluate_rows(task, trainer.model, tok, cfg, splits.state, rows, run_dir / "eval" / split)
     if cfg.baseline.after_training and splits.eval:
-        run_baselines(task, cfg, splits.state, splits.eval, run_dir / "eval" / "eval", results["eval"])
+        comparison = run_baselines(task, cfg, splits.state, splits.eval, run_dir / "eval" / "eval", results["eval"])
+        results["eval"] = {**results["eval"], "baselines": comparison["methods"]}
     log.info("done: best model in %s", run_dir / BEST)
     return results.get("eval", {})
 

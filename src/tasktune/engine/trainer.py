@@ -82,7 +82,8 @@ def build_trainer(task, cfg, model, tokenizer, train_feats, eval_feats, state, r
     es = cfg.train.early_stopping
     if es.patience:
         if not eval_feats:
-            raise UserError("train.early_stopping needs eval data; set data.eval to a file or a fraction")
+            raise UserError("train.early_stopping needs evaluation during training: set data.eval (a file or a "
+                            "fraction) and keep train.eval_during_training true")
         metric = es.metric or cfg.train.best_metric
         metric = metric if metric.startswith("eval_") else f"eval_{metric}"
         callbacks.append(EarlyStopping(metric, es.patience, es.min_delta, greater_is_better(metric)))

@@ -167,29 +167,21 @@ class Classification:
         return compute
 
     def predict(self, model, tokenizer, rows, cfg, state, batch_size=32):
-        import torch
-        from tqdm.auto import tqdm
+        from tasktune.engine.inference import batched_outputs
 
         labels = state["labels"]
-        collate = self.collator(tokenizer, cfg, state)
         to_scores = self.scores(cfg, state)
         feats = self.prepare([{k: v for k, v in r.items() if k != "label"} for r in rows], tokenizer, cfg, state)
-        model.eval()
+        probs = batched_outputs(model, feats, self.collator(tokenizer, cfg, state),
+                                lambda logits: to_scores(logits).softmax(-1), batch_size, bf16=cfg.train.bf16)
         out = []
-        bar = tqdm(total=len(rows), desc="predict", unit="row", disable=len(rows) < 2 * batch_size)
-        for start in range(0, len(feats), batch_size):
-            batch = {k: v.to(model.device) for k, v in collate(feats[start:start + batch_size]).items()}
-            with torch.no_grad():
-                probs = to_scores(model(**batch).logits).softmax(-1).tolist()
-            for row, p in zip(rows[start:start + batch_size], probs):
-                best = max(range(len(labels)), key=p.__getitem__)
-                pred = {"id": row.get("id"), "text": row["text"], "label": labels[best],
-                        "probs": {lab: round(x, 6) for lab, x in zip(labels, p)}}
-                if row.get("label") is not None:
-                    pred["gold"] = str(row["label"])
-                out.append(pred)
-            bar.update(len(probs))
-        bar.close()
+        for row, p in zip(rows, probs):
+            best = max(range(len(labels)), key=p.__getitem__)
+            pred = {"id": row.get("id"), "text": row["text"], "label": labels[best],
+                    "probs": {lab: round(x, 6) for lab, x in zip(labels, p)}}
+            if row.get("label") is not None:
+                pred["gold"] = str(row["label"])
+            out.append(pred)
         return out
 
     def metrics(self, predictions, rows, state):
