@@ -67,3 +67,20 @@ def test_stratified_split_keeps_label_shares_and_is_seeded():
     k, h = stratified_split(tiny, 0.1, seed=0, key=lambda r: r["label"])
     assert sum(r["label"] == "rare" for r in k) == 1 and sum(r["label"] == "rare" for r in h) == 1
     assert len(sample_rows(rows, 20, seed=0, key=lambda r: r["label"])) == 20
+
+
+def test_split_seed_is_separate_from_training_seed(tmp_path):
+    from conftest import make_rows, write_jsonl
+
+    from tasktune.config import load_config
+    from tasktune.data.dataset import load_splits
+    from tasktune.tasks import get_task
+
+    write_jsonl(tmp_path / "t.jsonl", make_rows(60))
+    base = ["model.name=x", f"data.train={tmp_path / 't.jsonl'}", "data.eval=0.2"]
+
+    def eval_ids(*extra):
+        return load_splits(load_config(None, base + list(extra)), get_task("classification")).info["split"]["eval_ids"]
+
+    assert eval_ids("train.seed=1", "data.seed=5") == eval_ids("train.seed=2", "data.seed=5")
+    assert eval_ids("train.seed=1") != eval_ids("train.seed=2")  # default: the training seed

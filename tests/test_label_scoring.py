@@ -59,7 +59,9 @@ def test_label_scoring_lora_beats_zero_shot(tiny_qwen, sentiment_files, tmp_path
     run = tmp_path / "run"
     metrics = train(load_config(None, base_config(tiny_qwen, train_f, eval_f, run, **{
         "model.lora": "{r: 8, alpha: 16}", "train.epochs": 3, "train.learning_rate": 1e-2,
-        "baseline.after_training": "true"}) + scoring_overrides("{positive: ' good', negative: ' bad'}")))
+        "baseline.after_training": "true", "train.eval_during_training": "false"})
+        + scoring_overrides("{positive: ' good', negative: ' bad'}")))
+    assert not any("eval_loss" in h for h in json.loads((run / "metrics_history.json").read_text()))
     comparison = json.loads((run / "eval/eval/baseline_comparison.json").read_text())
     methods = comparison["methods"]
     assert set(methods) == {"model", "majority", "zero_shot", "zero_shot_calibrated"}

@@ -183,3 +183,20 @@ def test_loss_applies_class_weights_and_smoothing():
                                reduction="sum") / 2
     assert loss({"logits": logits}, labels).item() == pytest.approx(expected.item())
     assert loss({"logits": logits}, labels).item() != pytest.approx(F.cross_entropy(logits, labels).item())
+
+
+def test_prediction_order_does_not_matter(trained):
+    """Inference sorts rows by length for batching; results must come back per row, unchanged."""
+    from tasktune.run import load_run
+
+    run, _ = trained
+    task, cfg, state, best = load_run(run)
+    model, tok = task.build_model(str(best), cfg, state, for_training=False)
+    rows = [{"id": str(i), "text": t} for i, t in enumerate(["good", "the room was very dirty and noisy 脏 吵",
+                                                             "great clean hotel staff 好 棒 干净", "bad"])]
+    forward = task.predict(model, tok, rows, cfg, state, batch_size=2)
+    backward = task.predict(model, tok, rows[::-1], cfg, state, batch_size=3)[::-1]
+    assert [p["id"] for p in forward] == ["0", "1", "2", "3"]
+    for a, b in zip(forward, backward):
+        assert a["id"] == b["id"] and a["label"] == b["label"]
+        assert a["probs"] == pytest.approx(b["probs"], abs=1e-5)

@@ -40,7 +40,9 @@ def cmd_train(a):
     metrics = train(load_config(a.config, a.overrides), overwrite=a.overwrite)
     summary = {k: v for k, v in metrics.items() if isinstance(v, float)}
     # With baseline.after_training, end on the comparison: tuned model vs zero-shot vs majority.
-    return {"tuned": summary, **metrics["baselines"]} if "baselines" in metrics else summary
+    if "baselines" not in metrics:
+        return summary
+    return {"tuned": summary, **{k: v for k, v in metrics["baselines"].items() if k != "model"}}
 
 
 def cmd_eval(a):
@@ -63,9 +65,7 @@ def cmd_predict(a):
 
 def cmd_compare(a):
     from tasktune.compare import compare
-    from tasktune.rundir import setup_logging
 
-    setup_logging()
     compare(a.runs, split=a.split, out=a.out, samples=a.samples)
 
 
@@ -96,9 +96,7 @@ def cmd_models_list(a):
 
 def cmd_models_pull(a):
     from tasktune.models.catalog import pull
-    from tasktune.rundir import setup_logging
 
-    setup_logging()
     return pull(a.name)
 
 
@@ -185,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error)."""
     args = build_parser().parse_args(argv)
+    from tasktune.rundir import setup_logging
+
+    setup_logging()  # progress lines (e.g. a first-use model conversion) show from the first step
     try:
         result = args.func(args)
     except UserError as exc:

@@ -99,6 +99,7 @@ class DataConfig(Section):
     skip_invalid_rows: bool = Field(
         False, description="Drop rows that fail checks (empty text, unknown label) with a warning, instead of stopping."
     )
+    seed: int | None = Field(None, description="Seed of the train/eval split and row sampling; default train.seed.")
     max_train_rows: int | None = Field(None, gt=0, description="Use at most this many training rows (seeded sample).")
     max_eval_rows: int | None = Field(None, gt=0, description="Use at most this many eval rows (seeded sample).")
 

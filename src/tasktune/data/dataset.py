@@ -72,7 +72,7 @@ def load_splits(cfg, task, state: dict | None = None) -> Splits:
     """Train, eval (and test) rows for `cfg`, validated; `state` is derived from train unless given."""
     if not cfg.data.train:
         raise UserError("data.train is not set; add it to the config or pass data.train=FILE")
-    seed, key = cfg.train.seed, task.stratify_key
+    seed, key = cfg.data.seed if cfg.data.seed is not None else cfg.train.seed, task.stratify_key
     train, table, train_info = read_rows(cfg.data.train, task, cfg.data.columns)
     skip = cfg.data.skip_invalid_rows
     train = check_rows(task, train, table.where, {"labels": cfg.task.labels} if cfg.task.labels else None, skip=skip)

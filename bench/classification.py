@@ -1,0 +1,90 @@
+"""Benchmark (not a test): ChnSentiCorp sentiment with gemma-3-270m, every method on one split.
+
+Methods: majority class, zero-shot and calibrated zero-shot label scoring, label_scoring + LoRA,
+head + LoRA; the same train/eval rows and budget for each; accuracy and macro-F1 with bootstrap
+95% intervals (`tasktune compare`), train samples/s, peak RSS and wall time per run.
+
+Split: ../shared/data/chnsenticorp/ChnSentiCorp_htl_all.csv (7,766 rows; one empty review dropped),
+10% held out stratified with seed 42, then seeded stratified samples of --train / --eval rows.
+Training seeds vary (--seeds); the split does not.
+
+Usage:
+    python bench/classification.py --seeds 0 1 2 --train 1000 --eval 500 --out bench/classification.json
+Skips with a message when the data folder is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "chnsenticorp" / "ChnSentiCorp_htl_all.csv"
+COMMON = [
+    "task.name=classification", "task.labels=['0', '1']", "data.columns={text: review}",
+    "data.skip_invalid_rows=true", "data.eval=0.1", "model.name=gemma-3-270m", "model.max_length=128",
+    'task.prompt="评论：{text}\\n情感（正面或负面）："', "data.seed=42", "task.verbalizer={'1': 正面, '0': 负}",
+    "model.lora={r: 8, alpha: 16, dropout: 0.0, target_modules: [q_proj, k_proj, v_proj, o_proj]}",
+    "train.epochs=1", "train.batch_size=2", "train.effective_batch_size=8", "train.learning_rate=2.0e-4",
+    "train.warmup_ratio=0.1", "train.bf16=true", "train.eval_during_training=false",
+]
+METHODS = {"label_scoring": ["model.method=label_scoring"], "head": ["model.method=head"]}
+
+
+def train_run(out: Path, method: str, seed: int, rows: tuple[int, int], baselines: bool) -> dict:
+    """One `tasktune train` in a subprocess; returns wall time, peak RSS and train samples/s."""
+    cfg = out / "empty.yaml"
+    cfg.write_text("{}\n")
+    run = out / f"{method}-seed{seed}"
+    args = [*COMMON, *METHODS[method], f"data.train={DATA}", f"data.max_train_rows={rows[0]}",
+            f"data.max_eval_rows={rows[1]}", f"train.seed={seed}",
+            f"baseline.after_training={str(baselines).lower()}", f"output_dir={run}"]
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", "tasktune", "train", str(cfg), *args,
+                           "--overwrite"], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{run} failed:\n{proc.stderr[-3000:]}")
+    history = json.loads((run / "metrics_history.json").read_text())
+    speed = next((h["train_samples_per_second"] for h in history if "train_samples_per_second" in h), None)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"run": str(run), "wall_s": round(time.time() - start, 1), "train_samples_per_s": speed,
+            "peak_rss_mb_so_far": round(peak)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--train", type=int, default=1000)
+    p.add_argument("--eval", type=int, default=500)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--runs", default="bench_runs/classification")
+    p.add_argument("--out", default="bench/classification.json")
+    a = p.parse_args()
+    if not DATA.is_file():
+        print(f"skipped: {DATA} not found (the shared data folder is not beside the project)")
+        return
+    out = Path(a.runs)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for seed in a.seeds:
+        for i, method in enumerate(a.methods):
+            first = seed == a.seeds[0] and i == 0  # the baselines do not depend on training: score them once
+            runs[f"{method}-seed{seed}"] = train_run(out, method, seed, (a.train, a.eval), baselines=first)
+            print(json.dumps(runs[f"{method}-seed{seed}"]), flush=True)
+    from tasktune.compare import compare
+
+    table = compare([r["run"] for r in runs.values()])
+    result = {"data": str(DATA), "train_rows": a.train, "eval_rows": a.eval, "seeds": a.seeds, "runs": runs,
+              "quality": table["methods"], "note": "gemma-3-270m weights are dequantized GGUF Q4_K_M"}
+    Path(a.out).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+    for name, m in table["methods"].items():
+        print(f"| {name} | " + " | ".join(f"{m[k]['value']:.4f} [{m[k]['ci95'][0]:.4f}, {m[k]['ci95'][1]:.4f}]"
+                                           for k in ("accuracy", "macro_f1")) + " |")
+
+
+if __name__ == "__main__":
+    main()
