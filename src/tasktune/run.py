@@ -114,12 +114,12 @@ def _save_best(trainer, tok, cfg, state, run_dir: Path, model_path: str, ps) -> 
     tmp.rename(run_dir / BEST)
 
 
-def _evaluate_rows(task, model, tok, cfg, state, rows, out_dir: Path, extra: dict | None = None) -> dict:
+def _evaluate_rows(task, model, tok, cfg, state, rows, out_dir: Path) -> dict:
     """Predict `rows`, write predictions.jsonl, metrics.json (and plots) into `out_dir`; return metrics."""
     preds = task.predict(to_device(model), tok, rows, cfg, state, cfg.train.eval_batch_size or 32)
     metrics = task.metrics(preds, rows, state)
     write_jsonl(out_dir / "predictions.jsonl", preds)
-    write_json(out_dir / "metrics.json", {"rows": len(rows), **metrics, **(extra or {})})
+    write_json(out_dir / "metrics.json", {"rows": len(rows), **metrics})
     if "confusion_matrix" in metrics:
         from tasktune.plots import plot_confusion
 
