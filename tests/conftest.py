@@ -40,7 +40,7 @@ def _corpus() -> list[str]:
     return [r["text"] for r in make_rows(300, seed=1)] + ["hello world 你好 世界 unknown words"] * 3
 
 
-def _wordpiece_tokenizer():
+def _wordpiece_tokenizer(corpus=None):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import BertTokenizer
 
@@ -49,11 +49,11 @@ def _wordpiece_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(_corpus(), trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
+    tok.train_from_iterator(corpus or _corpus(), trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
     return BertTokenizer(vocab=tok.get_vocab(), do_lower_case=True)
 
 
-def _bpe_tokenizer():
+def _bpe_tokenizer(corpus=None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -62,7 +62,7 @@ def _bpe_tokenizer():
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_corpus(), trainer)
+    tok.train_from_iterator(corpus or _corpus(), trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
 
 
@@ -93,6 +93,41 @@ def tiny_qwen(tmp_path_factory):
     torch.manual_seed(0)
     config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def qa_bert(tmp_path_factory):
+    """A 2-layer BERT encoder (hidden 32, 256 positions) whose WordPiece vocabulary knows the QA test texts."""
+    import torch
+    from qa_data import corpus
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("qa-bert")
+    tok = _wordpiece_tokenizer(corpus())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=256)
+    BertModel(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def qa_qwen(tmp_path_factory):
+    """A 2-layer Qwen2-style decoder (hidden 32) with a byte-level BPE tokenizer of the QA test texts."""
+    import torch
+    from qa_data import corpus
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    folder = tmp_path_factory.mktemp("qa-qwen")
+    tok = _bpe_tokenizer(corpus())
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
                          eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
     Qwen2ForCausalLM(config).save_pretrained(folder)
     tok.save_pretrained(folder)

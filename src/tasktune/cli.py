@@ -6,6 +6,7 @@
     tasktune compare RUN... [--out F]                               -> compare.compare
     tasktune export RUN --out DIR [--merge-lora]                    -> export.export_run
     tasktune data inspect FILE [--model M]                          -> data.inspect.inspect_file
+    tasktune data convert --from squad|fields IN OUT [...]          -> data.convert.convert
     tasktune data validate cfg.yaml [key.sub=value ...]             -> run.validate
     tasktune tasks                                                  -> the task registry
     tasktune models list | pull NAME                                -> models.catalog.list_models / pull
@@ -54,13 +55,14 @@ def cmd_eval(a):
         raise UserError("eval --set needs --config FILE (it overrides that config's keys)")
     config = load_config(a.config, a.set or []) if a.config else None
     return evaluate(run=a.run, model=a.model, task_name=a.task, data=a.data, baseline=a.baseline,
-                    columns=_columns(a.column), out=a.out, config=config)
+                    columns=_columns(a.column), out=a.out, config=config, tune_null_threshold=a.tune_null_threshold)
 
 
 def cmd_predict(a):
     from tasktune.run import predict
 
-    predict(a.run, text=a.text, input=a.input, output=a.output, interactive=a.interactive, batch_size=a.batch_size)
+    predict(a.run, text=a.text, input=a.input, output=a.output, interactive=a.interactive, batch_size=a.batch_size,
+            question=a.question)
 
 
 def cmd_compare(a):
@@ -79,6 +81,13 @@ def cmd_inspect(a):
     from tasktune.data.inspect import inspect_file
 
     return inspect_file(a.file, model=a.model, columns=_columns(a.column), out=a.out)
+
+
+def cmd_convert(a):
+    from tasktune.data.convert import convert
+
+    return convert(a.source, a.input, a.output, questions=a.questions, negative_ratio=a.negative_ratio,
+                   negatives=a.negatives, seed=a.seed, overwrite=a.overwrite)
 
 
 def cmd_validate(a):
@@ -134,11 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="output folder; default RUN/eval/<split>")
     e.add_argument("--config", help="with --model: a config whose task settings to use (prompt, labels...)")
     e.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --config: override a key, repeatable")
+    e.add_argument("--tune-null-threshold", action="store_true",
+                   help="extractive_qa: fit the no-answer threshold(s) maximising F1 on these rows and store them "
+                        "in RUN/best/tasktune.json")
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("predict", help="predict with a trained run")
     r.add_argument("run", help="run folder")
-    r.add_argument("--text", help="one input text")
+    r.add_argument("--text", help="one input text (extractive_qa: the context)")
+    r.add_argument("--question", help="extractive_qa: the question to ask of --text or of each --interactive line; "
+                                      "without it a field-extraction run asks every field's question")
     r.add_argument("--input", help="file of rows (jsonl, csv, ...)")
     r.add_argument("--output", help="where --input's predictions go (jsonl); default stdout")
     r.add_argument("--interactive", action="store_true", help="read texts line by line until EOF")
@@ -166,6 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--column", action="append", metavar="FIELD=COLUMN", help="column mapping, repeatable")
     i.add_argument("--out", help="histogram PNG path; default <file stem>.lengths.png")
     i.set_defaults(func=cmd_inspect)
+    cv = d.add_parser("convert", help="convert SQuAD/CMRC JSON or field records into extractive_qa rows (jsonl)")
+    cv.add_argument("--from", dest="source", required=True, choices=["squad", "fields"], help="input format")
+    cv.add_argument("input", help="SQuAD-style JSON, or field records {id, text, fields: {...}} (jsonl/json)")
+    cv.add_argument("output", help="jsonl to write; its manifest <output>.convert.json lets a rerun reuse it")
+    cv.add_argument("--questions", help="fields: YAML mapping field -> question")
+    cv.add_argument("--negative-ratio", type=float, help="fields: share of no-answer samples in the output, e.g. "
+                                                           "0.12 (default: every null field, no pairs)")
+    cv.add_argument("--negatives", default="both", choices=["null", "paired", "both"],
+                    help="fields: negatives from null values, from asking a record for a field it does not list, "
+                         "or both (null first)")
+    cv.add_argument("--seed", type=int, default=0, help="fields: seed of the negative sampling")
+    cv.add_argument("--overwrite", action="store_true", help="replace an output converted from other inputs")
+    cv.set_defaults(func=cmd_convert)
     v = d.add_parser("validate", help="run every check a training run would make, without loading a model")
     v.add_argument("config")
     v.add_argument("overrides", nargs="*")

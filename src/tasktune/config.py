@@ -40,6 +40,33 @@ class TaskConfig(Section):
         "sum", description="label_scoring: a word's score is the sum or mean of its tokens' log-probabilities."
     )
 
+    # extractive_qa
+    doc_stride: int = Field(128, gt=0, description="extractive_qa: tokens shared by consecutive windows of a long context.")
+    max_answer_tokens: int = Field(64, gt=0, description="extractive_qa: longest answer span considered, in tokens.")
+    n_best: int = Field(5, gt=0, description="extractive_qa: candidate answers kept per question in predictions.")
+    null_threshold: float = Field(
+        0.0, description="extractive_qa: answer only when best span score - null score > this; "
+        "`tasktune eval RUN --tune-null-threshold` fits it.")
+    field_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="extractive_qa: null threshold per field, e.g. {title: 1.5}.")
+    metric_language: Literal["auto", "zh", "en"] = Field(
+        "auto", description="extractive_qa: EM/F1 rules: zh = CMRC 2018 (characters), en = SQuAD (words), "
+        "auto = zh when the contexts are mostly Chinese.")
+    questions: dict[str, str] | None = Field(
+        None, description="extractive_qa: field -> question for predicting on records; default: the training "
+        "data's questions per field.")
+    short_field_chars: int = Field(4, gt=0, description="extractive_qa: answers of at most this many characters are 'short'.")
+    short_field_weight: float = Field(
+        1.0, ge=1.0, description="extractive_qa: loss weight of samples with a short answer (1 = off).")
+    short_field_boost: float = Field(
+        0.0, ge=0.0, description="extractive_qa: adds boost / answer characters to each answer's loss weight (0 = off).")
+    null_margin: float = Field(
+        0.0, ge=0.0, description="extractive_qa: margin by which the null score should beat every span on a "
+        "no-answer sample, and lose to the gold span on an answered one.")
+    null_margin_weight: float = Field(
+        0.0, ge=0.0, description="extractive_qa: weight of that margin loss (0 = off). Misses answers: lower the "
+        "margin; false answers: raise it.")
+
     @field_validator("verbalizer", mode="before")
     @classmethod
     def _keys_as_text(cls, v):

@@ -29,7 +29,7 @@ from tasktune.rundir import BEST, check_run_dir, prepare_run_dir, setup_logging,
 from tasktune.tasks import get_task
 
 log = logging.getLogger("tasktune")
-SUMMARY_KEYS = ("accuracy", "macro_f1")
+SUMMARY_KEYS = ("accuracy", "macro_f1", "exact", "f1")
 
 
 def validate(cfg: Config) -> dict:
@@ -76,7 +76,8 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
     feats = task.prepare(splits.train, tok, cfg, splits.state)
     eval_during = splits.eval and cfg.train.eval_during_training
     eval_feats = task.prepare(splits.eval, tok, cfg, splits.state) if eval_during else []
-    trainer = build_trainer(task, cfg, model, tok, feats, eval_feats, splits.state, run_dir, history, callbacks)
+    trainer = build_trainer(task, cfg, model, tok, feats, eval_feats, splits.state, run_dir, history, callbacks,
+                            eval_rows=splits.eval if eval_during else [])
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     _save_best(trainer, tok, cfg, splits.state, run_dir, model_path, ps)
     if not ps.is_main_process:
@@ -84,7 +85,7 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
     results = {}
     for split, rows in (("eval", splits.eval), ("test", splits.test)):
         if rows:
-            results[split] = _evaluate_rows(task, trainer.model, tok, cfg, splits.state, rows, run_dir / "eval" / split)
+            results[split] = _evaluate_rows(task, trainer.model, tok, cfg, splits.state, rows, run_dir / "eval" / split)[0]
     if cfg.baseline.after_training and splits.eval:
         comparison = run_baselines(task, cfg, splits.state, splits.eval, run_dir / "eval" / "eval", results["eval"])
         results["eval"] = {**results["eval"], "baselines": comparison["methods"]}
@@ -114,10 +115,14 @@ def _save_best(trainer, tok, cfg, state, run_dir: Path, model_path: str, ps) -> 
     tmp.rename(run_dir / BEST)
 
 
-def _evaluate_rows(task, model, tok, cfg, state, rows, out_dir: Path) -> dict:
-    """Predict `rows`, write predictions.jsonl, metrics.json (and plots) into `out_dir`; return metrics."""
+def _evaluate_rows(task, model, tok, cfg, state, rows, out_dir: Path) -> tuple[dict, list[dict]]:
+    """Predict `rows`, write predictions.jsonl, metrics.json (and plots) into `out_dir`; return (metrics, preds)."""
     preds = task.predict(to_device(model), tok, rows, cfg, state, cfg.train.eval_batch_size or 32)
-    metrics = task.metrics(preds, rows, state)
+    return _write_eval(task, preds, rows, state, out_dir), preds
+
+
+def _write_eval(task, preds, rows, state, out_dir: Path, extra: dict | None = None) -> dict:
+    metrics = {**task.metrics(preds, rows, state), **(extra or {})}
     write_jsonl(out_dir / "predictions.jsonl", preds)
     write_json(out_dir / "metrics.json", {"rows": len(rows), **metrics})
     if "confusion_matrix" in metrics:
@@ -126,6 +131,21 @@ def _evaluate_rows(task, model, tok, cfg, state, rows, out_dir: Path) -> dict:
         plot_confusion(metrics["confusion_matrix"], state["labels"], out_dir / "confusion_matrix.png")
     shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in SUMMARY_KEYS if k in metrics)
     log.info("%s (%d rows): %s -> %s", out_dir.name, len(rows), shown, out_dir)
+    return metrics
+
+
+def _tune_thresholds(task, state, preds, rows, out_dir: Path, run: str, before: dict) -> dict:
+    """Fit the task's decision thresholds on `rows`, store them in RUN/best/tasktune.json, re-score."""
+    new_state, preds, report = task.fit_thresholds(preds, rows, state)
+    meta_path = Path(run) / BEST / "tasktune.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["state"] = new_state
+    write_json(meta_path, meta)
+    tuned = {"thresholds": report, "before_tuning": {k: before[k] for k in SUMMARY_KEYS if k in before}}
+    metrics = _write_eval(task, preds, rows, new_state, out_dir, tuned)
+    log.info("null threshold %s -> %s, stored in %s; tuned on these %d rows, so their scores are optimistic: "
+             "check on other data (data.test or --data)", state.get("null_threshold"),
+             new_state.get("null_threshold"), meta_path, len(rows))
     return metrics
 
 
@@ -161,14 +181,18 @@ def _eval_rows_for(task, cfg, state, data: str | None, run: str | None) -> tuple
 
 def evaluate(run: str | None = None, model: str | None = None, task_name: str | None = None,
              data: str | None = None, baseline: bool = False, columns: dict | None = None,
-             out: str | None = None, config: Config | None = None) -> dict:
+             out: str | None = None, config: Config | None = None, tune_null_threshold: bool = False) -> dict:
     """Evaluate a run's best model (or any `model`, with `config`'s task settings) on labelled rows.
 
     Writes predictions.jsonl and metrics.json into RUN/eval/<split>/ (or `out`); with `baseline`,
-    also the baselines' predictions (baselines/<name>.jsonl) and baseline_comparison.json.
+    also the baselines' predictions (baselines/<name>.jsonl) and baseline_comparison.json. With
+    `tune_null_threshold` (extractive_qa), fits the no-answer thresholds on these rows and stores
+    them in RUN/best/tasktune.json for predict.
     """
     if (run is None) == (model is None):
         raise UserError("eval takes a run folder or --model PATH (one of them)")
+    if tune_null_threshold and run is None:
+        raise UserError("--tune-null-threshold stores the threshold in a run's best/tasktune.json; pass a run folder")
     if run is not None:
         task, cfg, state, path = load_run(run)
         if columns:
@@ -185,7 +209,9 @@ def evaluate(run: str | None = None, model: str | None = None, task_name: str | 
     out_dir = Path(out) if out else (Path(run) / "eval" / split if run else Path("tasktune-eval") / Path(model).name / split)
     setup_logging()
     net, tok = task.build_model(path, cfg, state, for_training=False)
-    metrics = _evaluate_rows(task, net, tok, cfg, state, rows, out_dir)
+    metrics, preds = _evaluate_rows(task, net, tok, cfg, state, rows, out_dir)
+    if tune_null_threshold:
+        metrics = _tune_thresholds(task, state, preds, rows, out_dir, run, metrics)
     if baseline:
         run_baselines(task, cfg, state, rows, out_dir, metrics)
     return metrics
@@ -217,20 +243,30 @@ def _summary(metrics: dict) -> dict:
 
 
 def predict(run: str, text: str | None = None, input: str | None = None, output: str | None = None,
-            interactive: bool = False, batch_size: int = 32) -> list[dict]:
-    """Predict one text, a file of rows (to `output`, or stdout) or lines typed at a prompt."""
+            interactive: bool = False, batch_size: int = 32, question: str | None = None) -> list[dict]:
+    """Predict one text, a file of rows (to `output`, or stdout) or lines typed at a prompt.
+
+    `question` (extractive_qa) is asked of --text or of each typed line.
+    """
     if sum(x is not None and x is not False for x in (text, input, interactive)) != 1:
         raise UserError("predict takes exactly one of --text, --input FILE or --interactive")
     task, cfg, state, path = load_run(run)
+    if question is not None and "question" not in task.input_columns(state)[1]:
+        raise UserError(f"--question is for extractive_qa runs; '{run}' is a {task.name} run")
+    if question is not None and input is not None:
+        raise UserError("--question goes with --text or --interactive; an --input file carries a question column")
     if input is not None:
-        rows, table, _ = read_rows(input, task, cfg.data.columns, labelled=False)
+        rows, table, _ = read_rows(input, task, cfg.data.columns, labelled=False, state=state)
         rows = check_rows(task, rows, table.where, state, labelled=False)
     net, tok = task.build_model(path, cfg, state, for_training=False)
     net = to_device(net)
     if interactive:
-        return _interactive(task, net, tok, cfg, state)
+        return _interactive(task, net, tok, cfg, state, question)
     if text is not None:
-        rows = [{"id": "text", "text": text}]
+        rows = [_typed_row("text", text, question)]
+        problem = task.row_problem(rows[0], state, labelled=False)
+        if problem:
+            raise UserError(f"--text: {problem}")
     preds = task.predict(net, tok, rows, cfg, state, batch_size)
     if output:
         write_jsonl(output, preds)
@@ -241,7 +277,11 @@ def predict(run: str, text: str | None = None, input: str | None = None, output:
     return preds
 
 
-def _interactive(task, net, tok, cfg, state) -> list[dict]:
+def _typed_row(row_id: str, text: str, question: str | None) -> dict:
+    return {"id": row_id, "text": text, **({"question": question} if question else {})}
+
+
+def _interactive(task, net, tok, cfg, state, question: str | None = None) -> list[dict]:
     """Read one text per line until EOF; print each prediction as it comes."""
     out = []
     prompt = sys.stdin.isatty()
@@ -254,7 +294,12 @@ def _interactive(task, net, tok, cfg, state) -> list[dict]:
             break
         if not line.strip():
             continue
-        pred = task.predict(net, tok, [{"id": str(len(out)), "text": line.strip()}], cfg, state, 1)[0]
+        row = _typed_row(str(len(out)), line.strip(), question)
+        problem = task.row_problem(row, state, labelled=False)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr, flush=True)
+            continue
+        pred = task.predict(net, tok, [row], cfg, state, 1)[0]
         print(json.dumps(pred, ensure_ascii=False), flush=True)
         out.append(pred)
     return out

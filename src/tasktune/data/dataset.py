@@ -32,15 +32,16 @@ class Splits:
     info: dict = field(default_factory=dict)
 
 
-def read_rows(spec: str, task, columns: dict, labelled: bool = True) -> tuple[list[dict], object, dict]:
+def read_rows(spec: str, task, columns: dict, labelled: bool = True,
+              state: dict | None = None) -> tuple[list[dict], object, dict]:
     """Rows of one file with task field names and an `id` each, plus the table and file info.
 
+    Unlabelled rows (for predict) need the columns `task.input_columns(state)` names.
     Rows without an id column get `<file name>#<line>` ids, stable across runs.
     """
     path = resolve_data_path(spec)
     table = read_table(path)
-    required = task.required_columns if labelled else [c for c in task.required_columns if c != "label"]
-    optional = task.optional_columns + ([] if labelled else ["label"])
+    required, optional = (task.required_columns, task.optional_columns) if labelled else task.input_columns(state)
     rows = map_columns(table, columns, required, optional)
     base = os.path.basename(path)
     for i, row in enumerate(rows):
@@ -79,8 +80,9 @@ def load_splits(cfg, task, state: dict | None = None) -> Splits:
     files, split = {"train": train_info}, {"seed": seed}
     evals: list[dict] = []
     if isinstance(cfg.data.eval, float):
-        train, evals = stratified_split(train, cfg.data.eval, seed, key)
-        split["eval"] = f"{cfg.data.eval:g} of data.train held out (seed {seed}, stratified)"
+        train, evals = stratified_split(train, cfg.data.eval, seed, key, task.group_key)
+        how = "stratified" if task.group_key is None else "rows sharing a context or record kept together"
+        split["eval"] = f"{cfg.data.eval:g} of data.train held out (seed {seed}, {how})"
     train = sample_rows(train, cfg.data.max_train_rows, seed, key)
     state = state or task.setup(train, cfg)
     if isinstance(cfg.data.eval, str):

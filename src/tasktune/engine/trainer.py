@@ -73,7 +73,8 @@ def training_arguments(cfg, run_dir: str, has_eval: bool):
     )
 
 
-def build_trainer(task, cfg, model, tokenizer, train_feats, eval_feats, state, run_dir, history, extra=()):
+def build_trainer(task, cfg, model, tokenizer, train_feats, eval_feats, state, run_dir, history, extra=(),
+                  eval_rows=()):
     """A Trainer wired with the task's collator, loss and metrics and tasktune's callbacks."""
     from transformers import Trainer
 
@@ -90,7 +91,7 @@ def build_trainer(task, cfg, model, tokenizer, train_feats, eval_feats, state, r
     trainer = Trainer(
         model=model, args=args, data_collator=task.collator(tokenizer, cfg, state), train_dataset=train_feats,
         eval_dataset=eval_feats or None, processing_class=tokenizer, compute_loss_func=task.loss(cfg, state),
-        compute_metrics=task.compute_metrics(state), callbacks=callbacks,
+        compute_metrics=task.compute_metrics(cfg, state, list(eval_rows), eval_feats), callbacks=callbacks,
         preprocess_logits_for_metrics=task.preprocess_logits(cfg, state),
     )
     from transformers.trainer_callback import ProgressCallback

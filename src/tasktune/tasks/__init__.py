@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from tasktune.errors import UserError, did_you_mean
 from tasktune.tasks.classification import Classification
+from tasktune.tasks.extractive_qa import ExtractiveQA
 
 TASKS = {
     "classification": Classification,
+    "extractive_qa": ExtractiveQA,
 }
 
 

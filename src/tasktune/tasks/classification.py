@@ -28,6 +28,8 @@ class Classification:
     required_columns = ["text", "label"]
     optional_columns = ["text_pair", "id"]
     padding_side = "right"
+    label_columns = ["label"]
+    group_key = None
 
     def __init__(self):
         self._cands = None  # label-word token ids, built once per tokenizer
@@ -156,7 +158,10 @@ class Classification:
 
         return compute_loss
 
-    def compute_metrics(self, state):
+    def input_columns(self, state):
+        return ["text"], ["text_pair", "id", "label"]
+
+    def compute_metrics(self, cfg, state, rows=None, features=None):
         labels = state["labels"]
 
         def compute(eval_pred):
@@ -189,6 +194,10 @@ class Classification:
         gold = [index[str(r["label"])] for r in rows]
         pred = [index[p["label"]] for p in predictions]
         return classification_metrics(gold, pred, state["labels"])
+
+    def fit_thresholds(self, predictions, rows, state):
+        raise UserError("classification has no decision threshold to tune; --tune-null-threshold is for "
+                        "extractive_qa runs")
 
     def zero_shot(self, path, rows, cfg, state, batch_size=16) -> dict[str, list[dict]]:
         """Untrained label scoring with model `path` and the config's prompt, plain and calibrated.

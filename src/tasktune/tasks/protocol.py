@@ -17,6 +17,9 @@ class Task(Protocol):
     optional_columns: list[str]           # fields used when present (e.g. id)
     padding_side: str                     # tokenizer padding side this task needs
 
+    label_columns: list[str]              # the required columns that only labelled rows have
+    group_key: Callable[[dict], Any] | None  # rows with one key stay on one side of a split (None: free)
+
     def stratify_key(self, row: dict) -> Any:
         """Group key for stratified splits (e.g. the label); None when the task has none."""
 
@@ -44,8 +47,11 @@ class Task(Protocol):
     def preprocess_logits(self, cfg, state: dict) -> Callable | None:
         """Trainer `preprocess_logits_for_metrics`: shrink eval logits before they are gathered."""
 
-    def compute_metrics(self, state: dict) -> Callable:
-        """Trainer `compute_metrics` for evaluation during training."""
+    def input_columns(self, state: dict) -> tuple[list[str], list[str]]:
+        """(required, optional) columns of unlabelled rows for `predict --input`."""
+
+    def compute_metrics(self, cfg, state: dict, rows: list[dict], features: list[dict]) -> Callable:
+        """Trainer `compute_metrics` for evaluation during training on `rows` (prepared as `features`)."""
 
     def predict(self, model, tokenizer, rows: list[dict], cfg, state: dict, batch_size: int) -> list[dict]:
         """Raw rows -> readable predictions (one dict per row)."""
@@ -55,6 +61,10 @@ class Task(Protocol):
 
     def baselines(self, rows: list[dict], state: dict) -> dict[str, list[dict]]:
         """Predictions of trivial baselines (e.g. majority class) on `rows`, by name."""
+
+    def fit_thresholds(self, predictions: list[dict], rows: list[dict], state: dict) -> tuple[dict, list[dict], dict]:
+        """(new state, re-decided predictions, report) with decision thresholds fitted on labelled rows;
+        raises UserError where the task has none to fit."""
 
     def zero_shot(self, path: str, rows: list[dict], cfg, state: dict, batch_size: int) -> dict[str, list[dict]]:
         """Predictions of an untrained model at `path` on `rows`, by name ({} when the task has none)."""

@@ -1,0 +1,106 @@
+"""A span-extraction head for any backbone `AutoModel` knows: encoders and decoders alike.
+
+transformers has question-answering heads for some families (BERT, Llama, Qwen2) but not for
+others (Gemma 3), and its heads read "no answer" from position 0, which is a [CLS] token only in
+encoders. This head is the same for every backbone:
+
+- start/end logits from a linear layer over every token's hidden state;
+- a learned no-answer pair (null start, null end) from the hidden state of the sequence's last
+  real token: in a decoder it is the only position that has seen the whole input, and in an
+  encoder it sees everything anyway (batches are padded on the right);
+- logits are returned as one tensor (batch, 1 + length, 2): index 0 is the null pair, index
+  1 + t is token t; tokens outside the context (question, special tokens, padding) are masked
+  to the dtype's minimum, so a softmax over the positions is a distribution over "null or a
+  context token".
+
+The model class is made per family (a subclass of that family's PreTrainedModel, like
+transformers' own *ForQuestionAnswering classes), so `from_pretrained` loads any checkpoint of
+the family - a base model, a causal LM, or a tasktune best/ folder - and initialises the head
+with the family's own rule when it is new; `save_pretrained` writes an ordinary folder.
+
+Example:
+    cls = span_model_class(AutoConfig.from_pretrained(path))
+    model = cls.from_pretrained(path)           # head newly initialised, backbone loaded
+    out = model(input_ids=ids, attention_mask=mask, context_mask=ctx)
+    out.logits.shape                            # (batch, 1 + length, 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.utils import ModelOutput
+
+HEADS = ["span_head", "null_head"]  # trained in full beside LoRA adapters (modules_to_save)
+_CLASSES: dict[str, type] = {}
+
+
+@dataclass
+class SpanOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+class _SpanExtraction:
+    """Mixin put in front of a family's PreTrainedModel by `span_model_class`."""
+
+    def __init__(self, config):
+        from transformers import AutoModel
+
+        super().__init__(config)
+        setattr(self, self.base_model_prefix, AutoModel.from_config(config))
+        self.span_head = nn.Linear(config.hidden_size, 2)
+        self.null_head = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return getattr(self, self.base_model_prefix).get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        getattr(self, self.base_model_prefix).set_input_embeddings(value)
+
+    def forward(self, input_ids=None, attention_mask=None, context_mask=None, token_type_ids=None,
+                labels=None, **kwargs):
+        # `labels` is accepted (and left to the task's loss) so the Trainer treats batches as labelled.
+        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden = getattr(self, self.base_model_prefix)(input_ids=input_ids, attention_mask=attention_mask,
+                                                       use_cache=False, **extra).last_hidden_state
+        spans = self.span_head(hidden).float()                        # (batch, length, 2)
+        last = attention_mask.sum(1) - 1                              # right padding: last real token
+        null = self.null_head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last]).float()
+        if context_mask is not None:
+            spans = spans.masked_fill(~context_mask.bool().unsqueeze(-1), torch.finfo(spans.dtype).min)
+        return SpanOutput(logits=torch.cat([null.unsqueeze(1), spans], dim=1))
+
+
+def span_model_class(config) -> type:
+    """The span-extraction model class for `config`'s family, e.g. Gemma3TextForSpanExtraction."""
+    from transformers import AutoModel, PreTrainedModel
+
+    from tasktune.errors import UserError
+
+    try:
+        backbone = AutoModel._model_mapping[type(config)]
+    except KeyError:
+        raise UserError(f"model type '{config.model_type}' has no AutoModel backbone in transformers, so "
+                        "extractive_qa cannot put a span head on it; choose another model") from None
+    family = next(b for b in backbone.__mro__[1:] if issubclass(b, PreTrainedModel))
+    name = backbone.__name__.removesuffix("Model") + "ForSpanExtraction"
+    if name not in _CLASSES:
+        _CLASSES[name] = type(name, (_SpanExtraction, family), {
+            "config_class": backbone.config_class, "base_model_prefix": family.base_model_prefix,
+            "__module__": __name__})
+    return _CLASSES[name]
+
+
+def backbone_linear_names(model, exclude=HEADS) -> list[str]:
+    """Names (last component) of the linear layers outside `exclude`: LoRA's 'all-linear' for this head."""
+    names = set()
+    for full, module in model.named_modules():
+        if isinstance(module, nn.Linear) and not set(full.split(".")) & set(exclude):
+            names.add(full.split(".")[-1])
+    return sorted(names)

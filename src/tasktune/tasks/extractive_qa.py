@@ -1,0 +1,296 @@
+"""Extractive question answering with "no answer": the answer is a span of the context, or nothing.
+
+Data contract: required `question`, `context`, `answers` (a list of {text, start}; start is the
+character offset in context; an empty list means the context holds no answer); optional `id`,
+`field` (for field extraction: which field the question asks for; gives per-field metrics and
+thresholds) and `record_id` (rows of one record stay on one side of the train/eval split).
+Example row: {"id": "r1:alias", "question": "别名是什么？", "context": "张三，别名老张，...",
+              "answers": [{"text": "老张", "start": 5}], "field": "alias", "record_id": "r1"}
+`tasktune data convert --from squad|fields` writes such rows from SQuAD/CMRC JSON or field records.
+
+Model: any backbone with a span head (`models/span_head.py`); long contexts are cut into
+overlapping windows (`tasks/qa_spans.py`). A row is answered when its best span's score beats
+the null score by more than the null threshold (`task.null_threshold`, per field
+`task.field_thresholds`, fitted by `tasktune eval RUN --tune-null-threshold`).
+
+Predict takes question/context rows, or records {id, text} when the run knows its fields'
+questions: then it returns one object per record with every field's value (or null), score
+and character offsets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from tasktune.data.convert import locate_answer
+from tasktune.errors import UserError
+from tasktune.metrics.qa import detect_language, qa_metrics, qa_scores
+from tasktune.tasks import qa_spans
+
+MIN_ROWS_PER_FIELD_THRESHOLD = 20  # fewer eval rows than this: a field keeps the global threshold
+
+
+def _group(row: dict):
+    return row.get("record_id") or row.get("context")
+
+
+class ExtractiveQA:
+    """Extractive QA with no-answer: answer spans or null, for documents and field extraction."""
+
+    name = "extractive_qa"
+    required_columns = ["question", "context", "answers"]
+    optional_columns = ["id", "field", "record_id"]
+    label_columns = ["answers"]
+    padding_side = "right"
+    group_key = staticmethod(_group)
+
+    def stratify_key(self, row):
+        return None
+
+    def input_columns(self, state):
+        return [], ["id", "question", "context", "text", "field", "answers"]
+
+    def setup(self, train_rows, cfg):
+        counts = Counter(bool(r["answers"]) for r in train_rows)
+        fields = cfg.task.questions or _field_questions(train_rows)
+        language = cfg.task.metric_language
+        if language == "auto":
+            language = detect_language([r["context"] for r in train_rows])
+        return {"language": language, "fields": fields, "null_threshold": cfg.task.null_threshold,
+                "field_thresholds": dict(cfg.task.field_thresholds),
+                "counts": {"has_answer": counts[True], "no_answer": counts[False]}}
+
+    def state_from_model(self, path, cfg):
+        return {"language": cfg.task.metric_language, "fields": cfg.task.questions or {},
+                "null_threshold": cfg.task.null_threshold, "field_thresholds": dict(cfg.task.field_thresholds),
+                "counts": {}}
+
+    def row_problem(self, row, state, labelled=True):
+        """Also normalises the row in place: `text` becomes `context`, answers a list with exact starts."""
+        if row.get("context") is None and row.get("text") is not None:
+            row["context"] = row.pop("text")
+        context = row.get("context")
+        if not isinstance(context, str) or not context.strip():
+            return "empty or missing context; fill it in or remove the row"
+        question = row.get("question")
+        if not (isinstance(question, str) and question.strip()):
+            if labelled or not (state or {}).get("fields"):
+                return "empty or missing question; every row needs one (or train on field data, whose runs know " \
+                       "each field's question)"
+        if not labelled and row.get("answers") is None:
+            return None
+        return _answers_problem(row)
+
+    def build_model(self, path, cfg, state, for_training=True):
+        from transformers import AutoConfig
+
+        from tasktune.models.loading import load_tokenizer, torch_dtype
+        from tasktune.models.peft_adapters import load_model
+        from tasktune.models.span_head import HEADS, span_model_class
+
+        tok = load_tokenizer(path, self.padding_side)
+
+        def loader(p, **kwargs):
+            cls = span_model_class(AutoConfig.from_pretrained(p))
+            return cls.from_pretrained(p, dtype=torch_dtype(cfg.model.dtype), **kwargs)
+
+        if cfg.model.lora is not None:
+            # The new heads are trained in full and saved beside the adapter.
+            lora = cfg.model.lora.model_copy(update={"modules_to_save": (cfg.model.lora.modules_to_save or []) + HEADS})
+            cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"lora": lora})})
+        return load_model(path, loader, cfg, None, for_training), tok
+
+    def prepare(self, rows, tokenizer, cfg, state):
+        return qa_spans.make_features(tokenizer, rows, cfg.model.max_length, cfg.task.doc_stride,
+                                      labelled=all(r.get("answers") is not None for r in rows))
+
+    def collator(self, tokenizer, cfg, state):
+        return qa_spans.SpanCollator(tokenizer.pad_token_id)
+
+    def preprocess_logits(self, cfg, state):
+        return lambda logits, labels: qa_spans.top_spans(logits, cfg.task.max_answer_tokens, cfg.task.n_best)
+
+    def loss(self, cfg, state):
+        return span_loss(cfg.task, cfg.train.label_smoothing)
+
+    def compute_metrics(self, cfg, state, rows=None, features=None):
+        def compute(eval_pred):
+            outputs = eval_pred.predictions.tolist()
+            preds = qa_spans.decode(rows, features, outputs, _thresholds(state), cfg.task.n_best)
+            m = self.metrics(preds, rows, state)
+            return {k: m[k] for k in ("exact", "f1", "has_answer_f1", "no_answer_f1") if k in m}
+
+        return compute
+
+    def predict(self, model, tokenizer, rows, cfg, state, batch_size=32):
+        from tasktune.engine.inference import batched_outputs
+
+        qa_rows, records = _expand_records(rows, state)
+        feats = qa_spans.make_features(tokenizer, qa_rows, cfg.model.max_length, cfg.task.doc_stride, labelled=False)
+        outputs = batched_outputs(model, feats, self.collator(tokenizer, cfg, state),
+                                  lambda logits: qa_spans.top_spans(logits, cfg.task.max_answer_tokens, cfg.task.n_best),
+                                  batch_size, bf16=cfg.train.bf16)
+        decoded = qa_spans.decode(qa_rows, feats, outputs, _thresholds(state), cfg.task.n_best)
+        preds = [_prediction(r, d) for r, d in zip(qa_rows, decoded)]
+        return _collect_records(preds, qa_rows, records) if records else preds
+
+    def metrics(self, predictions, rows, state):
+        language = state.get("language", "auto")
+        if language == "auto":
+            language = detect_language([r["context"] for r in rows])
+        golds = [[a["text"] for a in r["answers"]] for r in rows]
+        return qa_metrics([p["answer"] for p in predictions], golds, language, [r.get("field") for r in rows])
+
+    def fit_thresholds(self, predictions, rows, state):
+        """Global null threshold maximising F1 on `rows`, and one per field with enough rows."""
+        language = state.get("language", "auto")
+        if language == "auto":
+            language = detect_language([r["context"] for r in rows])
+        groups: dict = {None: list(range(len(rows)))}
+        for i, r in enumerate(rows):
+            if r.get("field") is not None:
+                groups.setdefault(r["field"], []).append(i)
+        fitted, report = {}, {}
+        for name, idx in groups.items():
+            if name is not None and len(idx) < MIN_ROWS_PER_FIELD_THRESHOLD:
+                continue
+            args = _threshold_inputs([predictions[i] for i in idx], [rows[i] for i in idx], language)
+            fitted[name], report[name or "all"] = qa_spans.fit_threshold(*args)
+        state = {**state, "null_threshold": round(fitted.pop(None), 4),
+                 "field_thresholds": {f: round(t, 4) for f, t in fitted.items()}}
+        thresholds = _thresholds(state)
+        redecided = [{**p, **qa_spans.decide(dict(p), thresholds(r))} for p, r in zip(predictions, rows)]
+        return state, redecided, {k: {"threshold": round(t, 4), "f1": round(f, 3)} for k, (t, f) in report.items()}
+
+    def baselines(self, rows, state):
+        return {"no_answer": [{"id": r.get("id"), "question": r.get("question"), "answer": None} for r in rows]}
+
+    def zero_shot(self, path, rows, cfg, state, batch_size=16):
+        return {}  # a span head has no untrained behaviour worth scoring
+
+
+def _answers_problem(row: dict) -> str | None:
+    answers = row.get("answers")
+    if isinstance(answers, str):  # CSV cells hold JSON text
+        try:
+            answers = json.loads(answers) if answers.strip() else []
+        except json.JSONDecodeError:
+            return "answers is not valid JSON; write a list like [{\"text\": \"...\", \"start\": 0}] or []"
+    if not isinstance(answers, list):
+        return "answers must be a list of {text, start} ([] = no answer)"
+    fixed = []
+    for a in answers:
+        if not isinstance(a, dict) or not isinstance(a.get("text"), str) or not a["text"]:
+            return f"answer {a!r} needs a non-empty text"
+        start = locate_answer(row["context"], a["text"], a.get("start", a.get("answer_start")))
+        if start is None:
+            return f"answer '{a['text'][:40]}' does not occur in the context; fix it or move the row to no-answer ([])"
+        fixed.append({"text": a["text"], "start": start})
+    row["answers"] = fixed
+    return None
+
+
+def _field_questions(rows: list[dict]) -> dict[str, str]:
+    """The most common question of each field in training rows ({} without a field column)."""
+    by_field: dict[str, Counter] = {}
+    for r in rows:
+        if r.get("field") is not None:
+            by_field.setdefault(str(r["field"]), Counter())[r["question"]] += 1
+    return {f: c.most_common(1)[0][0] for f, c in sorted(by_field.items())}
+
+
+def _thresholds(state: dict):
+    base, per_field = state.get("null_threshold", 0.0), state.get("field_thresholds") or {}
+    return lambda row: per_field.get(row.get("field"), base)
+
+
+def _threshold_inputs(preds, rows, language):
+    golds = [[a["text"] for a in r["answers"]] for r in rows]
+    margins = [p["score"] for p in preds]
+    answered = [qa_scores(p["candidates"][0]["text"], g, language)["f1"] if p["candidates"] else 0.0
+                for p, g in zip(preds, golds)]
+    null = [qa_scores(None, g, language)["f1"] for g in golds]
+    return margins, answered, null
+
+
+def _expand_records(rows: list[dict], state: dict) -> tuple[list[dict], list[dict]]:
+    """Question rows as they are; a record without a question becomes one row per known field."""
+    qa_rows, records = [], []
+    for r in rows:
+        if r.get("question"):
+            qa_rows.append(r)
+            continue
+        records.append(r)
+        for field, question in state["fields"].items():
+            qa_rows.append({"id": r.get("id"), "question": question, "context": r["context"], "field": field,
+                            "_record": len(records) - 1})
+    return qa_rows, records
+
+
+def _prediction(row: dict, d: dict) -> dict:
+    out = {"id": row.get("id"), "question": row["question"], "answer": d["answer"], "start": d["start"],
+           "end": d["end"], "score": d["score"], "null_score": d["null_score"], "candidates": d["candidates"]}
+    if row.get("field") is not None:
+        out["field"] = row["field"]
+    if row.get("answers") is not None:
+        out["gold"] = [a["text"] for a in row["answers"]]
+    return out
+
+
+def _collect_records(preds: list[dict], qa_rows: list[dict], records: list[dict]) -> list[dict]:
+    """One object per record: {id, fields: {field: {value, score, start, end}}}; question rows as they are."""
+    out, by_record = [], [{} for _ in records]
+    for p, r in zip(preds, qa_rows):
+        if "_record" in r:
+            by_record[r["_record"]][r["field"]] = {"value": p["answer"], "score": p["score"],
+                                                   "start": p["start"], "end": p["end"]}
+        else:
+            out.append(p)
+    return out + [{"id": rec.get("id"), "fields": f} for rec, f in zip(records, by_record)]
+
+
+def span_loss(task_cfg, label_smoothing: float):
+    """Trainer compute_loss_func: cross-entropy of start and end over "null or a context token".
+
+    Label smoothing spreads its mass over the valid positions only (Trainer's label_smoothing_factor
+    would put it on masked positions). Per-sample weights: `short_field_weight` for answers of at
+    most `short_field_chars` characters, plus `short_field_boost` / answer characters. With
+    `null_margin_weight` > 0 a hinge loss wants null - best span >= null_margin on no-answer samples
+    and gold span - null >= null_margin on answered ones.
+    """
+    import torch
+
+    def compute_loss(outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"].float()
+        valid = logits[..., 0] > torch.finfo(torch.float32).min / 2        # (batch, 1 + length)
+        logp = torch.log_softmax(logits, dim=1)
+        target = labels[:, :2]
+        nll = -logp.gather(1, target.unsqueeze(1)).squeeze(1)            # (batch, 2): start, end
+        smooth = -(logp * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True)
+        per = ((1 - label_smoothing) * nll + label_smoothing * smooth).mean(1)
+        chars = labels[:, 2].float()
+        weight = torch.ones_like(per)
+        short = (chars > 0) & (chars <= task_cfg.short_field_chars)
+        weight = torch.where(short, weight * task_cfg.short_field_weight, weight)
+        weight = weight + torch.where(chars > 0, task_cfg.short_field_boost / chars.clamp(min=1), 0.0)
+        total = weight * per
+        if task_cfg.null_margin_weight > 0:
+            total = total + task_cfg.null_margin_weight * _margin(logits, valid, target, task_cfg.null_margin)
+        # Trainer counts every label cell (3 per window) in num_items_in_batch; loss is per window.
+        n = num_items_in_batch / labels.shape[1] if num_items_in_batch else labels.shape[0]
+        return total.sum() / n
+
+    return compute_loss
+
+
+def _margin(logits, valid, target, margin: float):
+    import torch
+
+    null = logits[:, 0, 0] + logits[:, 0, 1]
+    tokens = logits[:, 1:].masked_fill(~valid[:, 1:].unsqueeze(-1), -1e4)
+    best = tokens[..., 0].max(1).values + tokens[..., 1].max(1).values
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    gold = logits[rows, target[:, 0], 0] + logits[rows, target[:, 1], 1]
+    negative = target[:, 0] == 0
+    return torch.where(negative, torch.relu(margin - (null - best)), torch.relu(margin - (gold - null)))
