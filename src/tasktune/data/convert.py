@@ -5,7 +5,7 @@
 - `fields`: field records {id, text, fields: {alias: "...", title: null}} plus a question per
   field (YAML: {alias: "别名是什么？"}). A value found in the text is a positive; a null value is a
   negative; a value that is not in the text verbatim cannot be a span, so it is left out and listed
-  in `<out>.not_found.jsonl` (never dropped silently). More negatives come from pairing: asking a
+  in `<out>.left_out.jsonl` (never dropped silently). More negatives come from pairing: asking a
   record for a field it does not list. `negative_ratio` (e.g. 0.12) sets the share of negatives in
   the output: null negatives first, then pairs, sampled with `seed`.
 
@@ -61,11 +61,12 @@ def convert(source: str, input: str, output: str, questions: str | None = None, 
     if not rows:
         raise UserError(f"{input}: no QA samples came out; check that it is {source} data")
     write_jsonl(output, rows)
-    side = Path(f"{output}.not_found.jsonl")
+    side = Path(f"{output}.left_out.jsonl")
     if problems:
         write_jsonl(side, problems)
-        log.warning("%d answer value(s) are not in their text verbatim and were left out; listed in %s "
-                    "(first: %s)", len(problems), side, json.dumps(problems[0], ensure_ascii=False)[:160])
+        log.warning("%d item(s) could not become QA samples (answer not in the text verbatim, empty question) "
+                    "and were left out; each is listed with why in %s (first: %s)", len(problems), side,
+                    json.dumps(problems[0], ensure_ascii=False)[:160])
     elif side.exists():
         side.unlink()
     write_json(manifest, {"settings": settings, "counts": counts, "output": str(output)})
@@ -81,13 +82,17 @@ def from_squad(path: str) -> tuple[list[dict], dict, list[dict]]:
         raise UserError(f"{path}: not SQuAD-shaped JSON (expected {{\"data\": [{{\"paragraphs\": [...]}}]}})") from None
     rows, problems = [], []
     counts = {"articles": len(data), "paragraphs": 0, "questions": 0, "has_answer": 0, "no_answer": 0,
-              "starts_repaired": 0, "answers_not_found": 0}
+              "starts_repaired": 0, "answers_not_found": 0, "empty_questions": 0}
     for a_i, article in enumerate(data):
         for p_i, para in enumerate(article.get("paragraphs", [])):
             counts["paragraphs"] += 1
             context = para["context"]
             for qa in para.get("qas", []):
                 counts["questions"] += 1
+                if not str(qa.get("question") or "").strip():
+                    counts["empty_questions"] += 1  # nothing to ask: listed, not trained on
+                    problems.append({"id": qa.get("id"), "why": "empty question"})
+                    continue
                 answers = []
                 for ans in ([] if qa.get("is_impossible") else qa.get("answers", [])):
                     start = locate_answer(context, ans["text"], ans.get("answer_start"))

@@ -26,14 +26,30 @@ def apply_lora(model, lora, task_type: str | None):
     """`model` wrapped with LoRA adapters per the `model.lora` settings; logs the trainable share."""
     from peft import LoraConfig, get_peft_model
 
+    targets = lora.target_modules
+    if targets == "all-linear" and task_type is None and lora.modules_to_save:
+        # peft's 'all-linear' knows the output layers of its own task types only; on a custom head it
+        # would adapt the head that modules_to_save trains in full, which peft refuses.
+        targets = linear_layer_names(model, exclude=lora.modules_to_save)
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=lora.target_modules, modules_to_save=lora.modules_to_save,
+                        target_modules=targets, modules_to_save=lora.modules_to_save,
                         task_type=task_type)
     model = get_peft_model(model, config)
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA r=%d on %s: %s of %s parameters trainable (%.2f%%)", lora.r, lora.target_modules,
              f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return model
+
+
+def linear_layer_names(model, exclude=()) -> list[str]:
+    """Last-component names of the model's linear layers outside the modules named in `exclude`."""
+    from torch import nn
+
+    names = set()
+    for full, module in model.named_modules():
+        if isinstance(module, nn.Linear) and not set(full.split(".")) & set(exclude):
+            names.add(full.split(".")[-1])
+    return sorted(names)
 
 
 def load_adapter(base_model, folder: str | Path):

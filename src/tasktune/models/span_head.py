@@ -96,11 +96,3 @@ def span_model_class(config) -> type:
             "__module__": __name__})
     return _CLASSES[name]
 
-
-def backbone_linear_names(model, exclude=HEADS) -> list[str]:
-    """Names (last component) of the linear layers outside `exclude`: LoRA's 'all-linear' for this head."""
-    names = set()
-    for full, module in model.named_modules():
-        if isinstance(module, nn.Linear) and not set(full.split(".")) & set(exclude):
-            names.add(full.split(".")[-1])
-    return sorted(names)

@@ -156,12 +156,13 @@ class ExtractiveQA:
             if name is not None and len(idx) < MIN_ROWS_PER_FIELD_THRESHOLD:
                 continue
             args = _threshold_inputs([predictions[i] for i in idx], [rows[i] for i in idx], language)
-            fitted[name], report[name or "all"] = qa_spans.fit_threshold(*args)
+            fitted[name], f1 = qa_spans.fit_threshold(*args)
+            report[name or "all"] = {"threshold": round(fitted[name], 4), "f1": round(f1, 3)}
         state = {**state, "null_threshold": round(fitted.pop(None), 4),
                  "field_thresholds": {f: round(t, 4) for f, t in fitted.items()}}
         thresholds = _thresholds(state)
         redecided = [{**p, **qa_spans.decide(dict(p), thresholds(r))} for p, r in zip(predictions, rows)]
-        return state, redecided, {k: {"threshold": round(t, 4), "f1": round(f, 3)} for k, (t, f) in report.items()}
+        return state, redecided, report
 
     def baselines(self, rows, state):
         return {"no_answer": [{"id": r.get("id"), "question": r.get("question"), "answer": None} for r in rows]}

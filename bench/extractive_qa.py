@@ -1,0 +1,147 @@
+"""Benchmark (not a test): CMRC 2018 trial extractive QA plus generated no-answer questions.
+
+Data: ../shared/data/cmrc2018/cmrc2018_trial.json (1,002 questions on 256 paragraphs, all
+answerable), converted with `tasktune data convert --from squad`. Split by paragraph (questions
+on one paragraph never straddle train and eval), seeded with --split-seed: the paragraphs are
+shuffled and --eval-paragraphs of them held out. Generated negatives: each question is, with
+probability --negative-share, also asked of another paragraph of the same part (an unrelated
+text), with `answers: []`. Training uses a seeded sample (data.seed 0, the same for every training
+seed) of --train rows of the train part, negatives included.
+
+Models: gemma-3-270m (LoRA on attention, bf16 autocast) and all-minilm-l6-v2 (full fine-tuning;
+its BERT vocabulary has single CJK characters). Baselines on the same eval rows: always "no
+answer", and the untrained span head (the zero-shot of a new head). EM/F1 follow the official
+CMRC 2018 rules (tasktune's metric_language zh); intervals are bootstrap 95% over questions
+(`tasktune compare`). Training seeds vary (--seeds); the split does not.
+
+Usage:
+    python bench/extractive_qa.py --models gemma-3-270m all-minilm-l6-v2 --seeds 0 1 2
+Skips with a message when the data folder is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmrc2018" / "cmrc2018_trial.json"
+COMMON = ["task.name=extractive_qa", "task.metric_language=zh", "task.max_answer_tokens=100",
+          "task.doc_stride=128", "train.warmup_ratio=0.1", "train.eval_during_training=false",
+          "train.logging_steps=10", "data.seed=0"]
+MODELS = {
+    "gemma-3-270m": ["model.name=gemma-3-270m", "model.max_length=384", "train.bf16=true",
+                     "model.lora={r: 16, alpha: 32, dropout: 0.0, target_modules: [q_proj, k_proj, v_proj, o_proj]}",
+                     "train.batch_size=4", "train.effective_batch_size=8", "train.learning_rate=3e-4"],
+    "all-minilm-l6-v2": ["model.name=all-minilm-l6-v2", "model.max_length=384", "train.batch_size=16",
+                         "train.learning_rate=1e-4"],
+}
+
+
+def build_data(out: Path, split_seed: int, eval_paragraphs: int, negative_share: float) -> tuple[Path, Path]:
+    """train.jsonl / eval.jsonl: converted CMRC rows split by paragraph, plus paired negatives."""
+    from tasktune.data.convert import from_squad
+
+    rows, counts, _ = from_squad(str(DATA))
+    by_para: dict[str, list[dict]] = {}
+    for r in rows:
+        by_para.setdefault(r["record_id"], []).append(r)
+    paras = sorted(by_para)
+    rng = random.Random(split_seed)
+    rng.shuffle(paras)
+    parts = {"eval": paras[:eval_paragraphs], "train": paras[eval_paragraphs:]}
+    paths = []
+    for name, keys in parts.items():
+        part = [r for k in keys for r in by_para[k]]
+        contexts = {k: by_para[k][0]["context"] for k in keys}
+        negatives = []
+        for r in part:
+            if rng.random() < negative_share:
+                other = rng.choice([k for k in keys if k != r["record_id"]])
+                negatives.append({**r, "id": r["id"] + "_NEG", "context": contexts[other], "answers": [],
+                                  "record_id": other})
+        path = out / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in part + negatives), encoding="utf-8")
+        print(f"{name}: {len(keys)} paragraphs, {len(part)} questions + {len(negatives)} negatives -> {path}")
+        paths.append(path)
+    return paths[1], paths[0]
+
+
+def run(out: Path, model: str, seed: int, data: tuple[Path, Path], train_rows: int, epochs: float) -> dict:
+    """One `tasktune train` (then eval --baseline on the first) in a subprocess; time, memory, speed."""
+    cfg = out / "empty.yaml"
+    cfg.write_text("{}\n")
+    folder = out / f"{model}-seed{seed}"
+    args = [*COMMON, *MODELS[model], f"data.train={data[0]}", f"data.eval={data[1]}", f"train.seed={seed}",
+            f"data.max_train_rows={train_rows}", f"train.epochs={epochs}", f"output_dir={folder}"]
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", "tasktune", "train", str(cfg), *args, "--overwrite"],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{folder} failed:\n{proc.stderr[-3000:]}")
+    history = json.loads((folder / "metrics_history.json").read_text())
+    speed = next((h["train_samples_per_second"] for h in history if "train_samples_per_second" in h), None)
+    metrics = json.loads((folder / "eval" / "eval" / "metrics.json").read_text())
+    return {"run": str(folder), "wall_s": round(time.time() - start, 1), "train_windows_per_s": speed,
+            "peak_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+            **{k: round(metrics[k], 2) for k in ("exact", "f1", "has_answer_f1", "no_answer_f1") if k in metrics}}
+
+
+def untrained(out: Path, model: str, data: tuple[Path, Path]) -> None:
+    """The untrained span head of `model` (0 training steps) scored on the eval rows, as a baseline."""
+    cfg = out / "empty.yaml"
+    folder = out / f"untrained-{model}"
+    args = [*COMMON, *MODELS[model], f"data.train={data[0]}", f"data.eval={data[1]}", "train.max_steps=1",
+            "train.learning_rate=1e-12", "data.max_train_rows=8", "baseline.after_training=true",
+            f"output_dir={folder}"]
+    subprocess.run([sys.executable, "-m", "tasktune", "train", str(cfg), *args, "--overwrite"], check=True,
+                   capture_output=True)
+    return folder
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--train", type=int, default=460, help="training rows (questions and negatives)")
+    p.add_argument("--epochs", type=float, nargs="+", default=[1.0], help="epochs per model (one value, or one per model)")
+    p.add_argument("--eval-paragraphs", type=int, default=50)
+    p.add_argument("--negative-share", type=float, default=0.15)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--runs", default="bench_runs/extractive_qa")
+    p.add_argument("--out", default="bench/extractive_qa.json")
+    a = p.parse_args()
+    if not DATA.is_file():
+        print(f"skipped: {DATA} not found (the shared data folder is not beside the project)")
+        return
+    out = Path(a.runs)
+    out.mkdir(parents=True, exist_ok=True)
+    data = build_data(out, a.split_seed, a.eval_paragraphs, a.negative_share)
+    epochs = dict(zip(a.models, a.epochs * len(a.models) if len(a.epochs) == 1 else a.epochs))
+    runs = {}
+    for model in a.models:
+        for seed in a.seeds:
+            name = f"{model}-seed{seed}"
+            runs[name] = run(out, model, seed, data, a.train, epochs[model])
+            print(json.dumps(runs[name]), flush=True)
+    folder = untrained(out, a.models[0], data)
+    from tasktune.compare import compare
+
+    table = compare([r["run"] for r in runs.values()] + [str(folder)])
+    result = {"data": str(DATA), "train_questions": a.train, "epochs": epochs, "seeds": a.seeds,
+              "split": f"by paragraph, seed {a.split_seed}, {a.eval_paragraphs} paragraphs held out",
+              "negative_share": a.negative_share, "runs": runs, "quality": table["methods"],
+              "note": "gemma-3-270m weights are dequantized GGUF Q4_K_M"}
+    Path(a.out).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+    for name, m in table["methods"].items():
+        print(f"| {name} | " + " | ".join(f"{m[k]['value']:.2f} [{m[k]['ci95'][0]:.2f}, {m[k]['ci95'][1]:.2f}]"
+                                           for k in ("exact", "f1")) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""extractive_qa through the real code path: CLI train -> eval --tune-null-threshold -> predict, LoRA, the loss."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import write_jsonl
+from qa_data import QUESTIONS, make_records, qa_rows
+from test_cli_e2e import tasktune
+
+from tasktune.cli import main
+from tasktune.config import load_config
+
+
+def _files(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", qa_rows(make_records(120, seed=1)))
+    eval_ = write_jsonl(tmp_path / "eval.jsonl", qa_rows(make_records(30, seed=2)))
+    return train, eval_
+
+
+def test_decoder_field_extraction_through_the_cli(qa_qwen, tmp_path, capsys):
+    train, eval_ = _files(tmp_path)
+    cfg = tmp_path / "qa.yaml"
+    cfg.write_text(f"task: extractive_qa\nmodel:\n  name: {qa_qwen}\n  max_length: 64\n"
+                   f"data:\n  train: {train}\n  eval: {eval_}\ntrain:\n  epochs: 12\n  batch_size: 16\n"
+                   f"  learning_rate: 1.0e-2\n  logging_steps: 20\n", encoding="utf-8")
+    run = tmp_path / "run"
+    out = tasktune("train", cfg, f"output_dir={run}", "task.doc_stride=16")
+    assert json.loads(out.stdout)["f1"] > 80
+    meta = json.loads((run / "best/tasktune.json").read_text())
+    assert meta["state"]["fields"] == dict(sorted(QUESTIONS.items())) and meta["state"]["language"] == "en"
+    history = json.loads((run / "metrics_history.json").read_text())
+    assert any("eval_f1" in h for h in history)  # real EM/F1 during training, not only the loss
+
+    assert main(["eval", str(run), "--tune-null-threshold"]) == 0
+    tuned = json.loads((run / "eval/eval/metrics.json").read_text())
+    assert tuned["f1"] >= tuned["before_tuning"]["f1"] - 1e-9
+    assert "all" in tuned["thresholds"] and "no_answer_precision" in tuned and "per_field" in tuned
+    state = json.loads((run / "best/tasktune.json").read_text())["state"]
+    assert state["null_threshold"] == tuned["thresholds"]["all"]["threshold"]
+
+    records = make_records(10, seed=3)
+    write_jsonl(tmp_path / "records.jsonl", [{"id": r["id"], "text": r["text"]} for r in records])
+    capsys.readouterr()
+    assert main(["predict", str(run), "--input", str(tmp_path / "records.jsonl"),
+                 "--output", str(tmp_path / "structured.jsonl")]) == 0
+    structured = [json.loads(x) for x in (tmp_path / "structured.jsonl").read_text().splitlines()]
+    assert [s["id"] for s in structured] == [r["id"] for r in records]
+    right = total = 0
+    for s, r in zip(structured, records):
+        assert set(s["fields"]) == set(QUESTIONS)
+        for field, got in s["fields"].items():
+            total += 1
+            right += got["value"] == r["fields"][field]
+            if got["value"] is not None:
+                assert r["text"][got["start"]:got["end"]] == got["value"] and isinstance(got["score"], float)
+    assert right / total > 0.8
+
+    assert main(["predict", str(run), "--text", "Name: Bob Stone. City: Oslo. Job: pilot.",
+                 "--question", "Which city?"]) == 0
+    one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert one["answer"] == "Oslo" and one["start"] == "Name: Bob Stone. City: Oslo.".index("Oslo")
+    assert len(one["candidates"]) >= 1
+
+
+def test_lora_span_head_is_saved_and_reloaded(qa_bert, tmp_path):
+    from tasktune.run import load_run, predict, train
+
+    train_file, eval_ = _files(tmp_path)
+    cfg = load_config(None, ["task=extractive_qa", f"model.name={qa_bert}", "model.max_length=64",
+                             "task.doc_stride=16", "model.lora={r: 4, alpha: 8, dropout: 0.0}",
+                             f"data.train={train_file}", f"data.eval={eval_}", f"output_dir={tmp_path / 'run'}",
+                             "train.epochs=2", "train.batch_size=16", "train.learning_rate=5e-3",
+                             "task.short_field_weight=2", "task.null_margin=1", "task.null_margin_weight=0.5",
+                             "train.label_smoothing=0.1", "train.eval_during_training=false"])
+    train(cfg)
+    best = tmp_path / "run/best"
+    assert (best / "adapter_config.json").is_file()
+    adapter = json.loads((best / "adapter_config.json").read_text())
+    assert {"span_head", "null_head"} <= set(adapter["modules_to_save"])
+    assert "span_head" not in adapter["target_modules"]
+    saved = [json.loads(x) for x in (tmp_path / "run/eval/eval/predictions.jsonl").read_text().splitlines()]
+    task, _, _, _ = load_run(tmp_path / "run")
+    rows = [json.loads(x) for x in eval_.read_text().splitlines()]
+    again = predict(str(tmp_path / "run"), input=str(eval_), output=str(tmp_path / "p.jsonl"))
+    assert [p["candidates"][0]["score"] for p in again] == pytest.approx(
+        [p["candidates"][0]["score"] for p in saved], abs=1e-3)
+    assert len(again) == len(rows) and task.name == "extractive_qa"
+
+
+def _logits(valid_len: int, length: int = 6):
+    logits = torch.zeros(2, 1 + length, 2)
+    logits[:, 1 + valid_len:] = torch.finfo(torch.float32).min
+    return logits
+
+
+def test_span_loss_smooths_over_valid_positions_and_weights_short_answers():
+    from tasktune.tasks.extractive_qa import span_loss
+
+    cfg = load_config(None, ["model.name=x", "task=extractive_qa"]).task
+    labels = torch.tensor([[1, 2, 3], [0, 0, 0]])
+    # uniform logits over null + 3 valid tokens: every position has probability 1/4
+    plain = span_loss(cfg, 0.0)({"logits": _logits(3)}, labels)
+    assert plain.item() == pytest.approx(torch.log(torch.tensor(4.0)).item())
+    smoothed = span_loss(cfg, 0.2)({"logits": _logits(3)}, labels)
+    assert smoothed.item() == pytest.approx(plain.item())  # smoothing stays on the 4 valid slots: finite, equal
+    short = cfg.model_copy(update={"short_field_weight": 3.0})
+    # row 0's answer has 3 characters (short): weight 3, row 1 weight 1 -> mean (3 + 1) / 2 = 2x
+    assert span_loss(short, 0.0)({"logits": _logits(3)}, labels).item() == pytest.approx(2 * plain.item())
+    boost = cfg.model_copy(update={"short_field_boost": 3.0})
+    assert span_loss(boost, 0.0)({"logits": _logits(3)}, labels).item() == pytest.approx(1.5 * plain.item())
+
+
+def test_null_margin_loss_pushes_null_on_negatives_only_when_violated():
+    from tasktune.tasks.extractive_qa import span_loss
+
+    cfg = load_config(None, ["model.name=x", "task=extractive_qa", "task.null_margin=1",
+                             "task.null_margin_weight=1"]).task
+    base = load_config(None, ["model.name=x", "task=extractive_qa"]).task
+    logits = _logits(3)
+    logits[1, 0] = 5.0  # the negative row's null beats every span by 10 > margin: no extra loss there
+    labels = torch.tensor([[1, 2, 3], [0, 0, 0]])
+    extra = span_loss(cfg, 0.0)({"logits": logits}, labels) - span_loss(base, 0.0)({"logits": logits}, labels)
+    # row 0: gold span 0 vs null 0 -> hinge 1 - 0 = 1; row 1: satisfied -> 0; mean over 2 rows
+    assert extra.item() == pytest.approx(0.5)
