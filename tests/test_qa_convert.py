@@ -94,3 +94,18 @@ def test_convert_user_errors(tmp_path, capsys, args, message):
     assert main(["data", "convert", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_qa_rows_are_checked_with_their_line(qa_bert, tmp_path, capsys):
+    rows = [{"id": "a", "question": "q?", "context": "北京是首都", "answers": [{"text": "北京", "start": 0}]},
+            {"id": "b", "question": "q?", "context": "上海很大", "answers": [{"text": "广州", "start": 0}]}]
+    train = write_jsonl(tmp_path / "qa.jsonl", rows)
+    args = ["data", "validate", "-", "task=extractive_qa", f"model.name={qa_bert}", f"data.train={train}"]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("{}\n")
+    args[2] = str(cfg)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "qa.jsonl line 2" in err and "广州" in err and "does not occur in the context" in err
+    assert main(args[:-1] + [f"data.train={train}", "model.max_length=64", "task.doc_stride=40"]) == 2
+    assert "task.doc_stride" in capsys.readouterr().err

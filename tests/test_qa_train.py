@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -20,7 +21,7 @@ def _files(tmp_path):
     return train, eval_
 
 
-def test_decoder_field_extraction_through_the_cli(qa_qwen, tmp_path, capsys):
+def test_decoder_field_extraction_through_the_cli(qa_qwen, tmp_path, capsys, monkeypatch):
     train, eval_ = _files(tmp_path)
     cfg = tmp_path / "qa.yaml"
     cfg.write_text(f"task: extractive_qa\nmodel:\n  name: {qa_qwen}\n  max_length: 64\n"
@@ -63,6 +64,12 @@ def test_decoder_field_extraction_through_the_cli(qa_qwen, tmp_path, capsys):
     one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert one["answer"] == "Oslo" and one["start"] == "Name: Bob Stone. City: Oslo.".index("Oslo")
     assert len(one["candidates"]) >= 1
+
+    # typed lines are records: every field of each line (no --question)
+    monkeypatch.setattr("sys.stdin", io.StringIO("Name: Carol King. Job: nurse.\n\n"))
+    assert main(["predict", str(run), "--interactive"]) == 0
+    typed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert typed["fields"]["name"]["value"] == "Carol King" and typed["fields"]["city"]["value"] is None
 
 
 def test_lora_span_head_is_saved_and_reloaded(qa_bert, tmp_path):

@@ -41,7 +41,7 @@ class TaskConfig(Section):
     )
 
     # extractive_qa
-    doc_stride: int = Field(128, gt=0, description="extractive_qa: tokens shared by consecutive windows of a long context.")
+    doc_stride: int = Field(64, gt=0, description="extractive_qa: tokens shared by consecutive windows of a long context.")
     max_answer_tokens: int = Field(64, gt=0, description="extractive_qa: longest answer span considered, in tokens.")
     n_best: int = Field(5, gt=0, description="extractive_qa: candidate answers kept per question in predictions.")
     null_threshold: float = Field(
@@ -204,6 +204,14 @@ class Config(Section):
                 raise ValueError("model.method label_scoring needs task.prompt containing {text}")
             if not self.task.verbalizer:
                 raise ValueError("model.method label_scoring needs task.verbalizer (label -> word)")
+        return self
+
+    @model_validator(mode="after")
+    def _windows_fit(self):
+        if self.task.name == "extractive_qa" and self.task.doc_stride >= self.model.max_length // 2:
+            raise ValueError(f"task.doc_stride {self.task.doc_stride} must be below half of model.max_length "
+                             f"{self.model.max_length} (windows hold the question too); e.g. "
+                             f"task.doc_stride={max(1, self.model.max_length // 4)}")
         return self
 
     @model_validator(mode="before")

@@ -44,13 +44,10 @@ def _token_span(offsets: list, ctx: list[int], start: int, end: int) -> tuple[in
 
 def make_features(tokenizer, rows: list[dict], max_length: int, stride: int, labelled: bool) -> list[dict]:
     """Token windows of every row; each feature remembers its row index (`_row`) and offsets."""
-    from tasktune.errors import UserError
-
-    max_question = max(8, max_length // 2)
+    # Questions are cut so that every window keeps room for the overlap plus new context (config
+    # guarantees stride < max_length / 2).
+    max_question = max(4, min(max_length // 2, max_length - stride - 8))
     questions = [_question_prefix(tokenizer, r["question"], max_question) for r in rows]
-    if stride >= max_length - max_question - 3:
-        raise UserError(f"task.doc_stride {stride} leaves no room for new context in windows of "
-                        f"model.max_length {max_length}; use a stride below {max(1, max_length // 4)}")
     enc = tokenizer(questions, [r["context"] for r in rows], truncation="only_second", max_length=max_length,
                     stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True)
     feats = []
