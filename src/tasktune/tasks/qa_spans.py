@@ -138,8 +138,9 @@ def decode(rows: list[dict], feats: list[dict], outputs: list[list[float]], thre
         for s, e, score in zip(out[1::3], out[2::3], out[3::3]):
             if score <= NO_SPAN / 2:
                 continue
-            key = (f["_offsets"][int(s)][0], f["_offsets"][int(e)][1])
-            acc["cands"][key] = max(acc["cands"].get(key, -math.inf), score)
+            key = _trim(rows[f["_row"]]["context"], f["_offsets"][int(s)][0], f["_offsets"][int(e)][1])
+            if key[0] < key[1]:
+                acc["cands"][key] = max(acc["cands"].get(key, -math.inf), score)
     results = []
     for row, acc in zip(rows, per_row):
         ranked = sorted(acc["cands"].items(), key=lambda kv: -kv[1])[:n_best]
@@ -149,6 +150,15 @@ def decode(rows: list[dict], feats: list[dict], outputs: list[list[float]], thre
         results.append({"candidates": cands, "null_score": round(null, 4)})
         decide(results[-1], thresholds(row))
     return results
+
+
+def _trim(context: str, start: int, end: int) -> tuple[int, int]:
+    # Byte-level BPE tokens carry their leading space (" King"): answers should not.
+    while start < end and context[start].isspace():
+        start += 1
+    while end > start and context[end - 1].isspace():
+        end -= 1
+    return start, end
 
 
 def decide(pred: dict, threshold: float) -> dict:
