@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from common import runs_folder, train_subprocess, write_results
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "chnsenticorp" / "ChnSentiCorp_htl_all.csv"
 COMMON = [
@@ -37,22 +35,9 @@ METHODS = {"label_scoring": ["model.method=label_scoring"], "head": ["model.meth
 
 def train_run(out: Path, method: str, seed: int, rows: tuple[int, int], baselines: bool) -> dict:
     """One `tasktune train` in a subprocess; returns wall time, peak RSS and train samples/s."""
-    cfg = out / "empty.yaml"
-    cfg.write_text("{}\n")
-    run = out / f"{method}-seed{seed}"
     args = [*COMMON, *METHODS[method], f"data.train={DATA}", f"data.max_train_rows={rows[0]}",
-            f"data.max_eval_rows={rows[1]}", f"train.seed={seed}",
-            f"baseline.after_training={str(baselines).lower()}", f"output_dir={run}"]
-    start = time.time()
-    proc = subprocess.run([sys.executable, "-m", "tasktune", "train", str(cfg), *args,
-                           "--overwrite"], capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"{run} failed:\n{proc.stderr[-3000:]}")
-    history = json.loads((run / "metrics_history.json").read_text())
-    speed = next((h["train_samples_per_second"] for h in history if "train_samples_per_second" in h), None)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"run": str(run), "wall_s": round(time.time() - start, 1), "train_samples_per_s": speed,
-            "peak_rss_mb_so_far": round(peak)}
+            f"data.max_eval_rows={rows[1]}", f"train.seed={seed}", f"baseline.after_training={str(baselines).lower()}"]
+    return train_subprocess(out, args, out / f"{method}-seed{seed}")
 
 
 def main() -> None:
@@ -64,11 +49,9 @@ def main() -> None:
     p.add_argument("--runs", default="bench_runs/classification")
     p.add_argument("--out", default="bench/classification.json")
     a = p.parse_args()
-    if not DATA.is_file():
-        print(f"skipped: {DATA} not found (the shared data folder is not beside the project)")
+    out = runs_folder(DATA, a.runs)
+    if out is None:
         return
-    out = Path(a.runs)
-    out.mkdir(parents=True, exist_ok=True)
     runs = {}
     for seed in a.seeds:
         for i, method in enumerate(a.methods):
@@ -79,12 +62,8 @@ def main() -> None:
 
     table = compare([r["run"] for r in runs.values()])
     result = {"data": str(DATA), "train_rows": a.train, "eval_rows": a.eval, "seeds": a.seeds, "runs": runs,
-              "quality": table["methods"], "note": "gemma-3-270m weights are dequantized GGUF Q4_K_M"}
-    Path(a.out).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
-    for name, m in table["methods"].items():
-        print(f"| {name} | " + " | ".join(f"{m[k]['value']:.4f} [{m[k]['ci95'][0]:.4f}, {m[k]['ci95'][1]:.4f}]"
-                                           for k in ("accuracy", "macro_f1")) + " |")
-
+              "note": "gemma-3-270m weights are dequantized GGUF Q4_K_M"}
+    write_results(a.out, result, table["methods"], ("accuracy", "macro_f1"), 4)
 
 if __name__ == "__main__":
     main()

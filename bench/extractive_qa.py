@@ -24,11 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from common import runs_folder, train_subprocess, write_results
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmrc2018" / "cmrc2018_trial.json"
 COMMON = ["task.name=extractive_qa", "task.metric_language=zh", "task.max_answer_tokens=100",
@@ -73,34 +71,22 @@ def build_data(out: Path, split_seed: int, eval_paragraphs: int, negative_share:
 
 
 def run(out: Path, model: str, seed: int, data: tuple[Path, Path], train_rows: int, epochs: float) -> dict:
-    """One `tasktune train` (then eval --baseline on the first) in a subprocess; time, memory, speed."""
-    cfg = out / "empty.yaml"
-    cfg.write_text("{}\n")
+    """One `tasktune train` in a subprocess: time, memory, speed (windows/s) and eval EM/F1."""
     folder = out / f"{model}-seed{seed}"
     args = [*COMMON, *MODELS[model], f"data.train={data[0]}", f"data.eval={data[1]}", f"train.seed={seed}",
-            f"data.max_train_rows={train_rows}", f"train.epochs={epochs}", f"output_dir={folder}"]
-    start = time.time()
-    proc = subprocess.run([sys.executable, "-m", "tasktune", "train", str(cfg), *args, "--overwrite"],
-                          capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"{folder} failed:\n{proc.stderr[-3000:]}")
-    history = json.loads((folder / "metrics_history.json").read_text())
-    speed = next((h["train_samples_per_second"] for h in history if "train_samples_per_second" in h), None)
+            f"data.max_train_rows={train_rows}", f"train.epochs={epochs}"]
+    result = train_subprocess(out, args, folder)
     metrics = json.loads((folder / "eval" / "eval" / "metrics.json").read_text())
-    return {"run": str(folder), "wall_s": round(time.time() - start, 1), "train_windows_per_s": speed,
-            "peak_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
-            **{k: round(metrics[k], 2) for k in ("exact", "f1", "has_answer_f1", "no_answer_f1") if k in metrics}}
+    return {**result, **{k: round(metrics[k], 2) for k in ("exact", "f1", "has_answer_f1", "no_answer_f1")
+                         if k in metrics}}
 
 
-def untrained(out: Path, model: str, data: tuple[Path, Path]) -> None:
-    """The untrained span head of `model` (0 training steps) scored on the eval rows, as a baseline."""
-    cfg = out / "empty.yaml"
+def untrained(out: Path, model: str, data: tuple[Path, Path]) -> Path:
+    """The untrained span head of `model` (one step at lr 1e-12), scored with the baselines on the eval rows."""
     folder = out / f"untrained-{model}"
     args = [*COMMON, *MODELS[model], f"data.train={data[0]}", f"data.eval={data[1]}", "train.max_steps=1",
-            "train.learning_rate=1e-12", "data.max_train_rows=8", "baseline.after_training=true",
-            f"output_dir={folder}"]
-    subprocess.run([sys.executable, "-m", "tasktune", "train", str(cfg), *args, "--overwrite"], check=True,
-                   capture_output=True)
+            "train.learning_rate=1e-12", "data.max_train_rows=8", "baseline.after_training=true"]
+    train_subprocess(out, args, folder)
     return folder
 
 
@@ -116,11 +102,9 @@ def main() -> None:
     p.add_argument("--runs", default="bench_runs/extractive_qa")
     p.add_argument("--out", default="bench/extractive_qa.json")
     a = p.parse_args()
-    if not DATA.is_file():
-        print(f"skipped: {DATA} not found (the shared data folder is not beside the project)")
+    out = runs_folder(DATA, a.runs)
+    if out is None:
         return
-    out = Path(a.runs)
-    out.mkdir(parents=True, exist_ok=True)
     data = build_data(out, a.split_seed, a.eval_paragraphs, a.negative_share)
     epochs = dict(zip(a.models, a.epochs * len(a.models) if len(a.epochs) == 1 else a.epochs))
     runs = {}
@@ -133,15 +117,11 @@ def main() -> None:
     from tasktune.compare import compare
 
     table = compare([r["run"] for r in runs.values()] + [str(folder)])
-    result = {"data": str(DATA), "train_questions": a.train, "epochs": epochs, "seeds": a.seeds,
+    result = {"data": str(DATA), "train_rows": a.train, "epochs": epochs, "seeds": a.seeds,
               "split": f"by paragraph, seed {a.split_seed}, {a.eval_paragraphs} paragraphs held out",
-              "negative_share": a.negative_share, "runs": runs, "quality": table["methods"],
+              "negative_share": a.negative_share, "runs": runs,
               "note": "gemma-3-270m weights are dequantized GGUF Q4_K_M"}
-    Path(a.out).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
-    for name, m in table["methods"].items():
-        print(f"| {name} | " + " | ".join(f"{m[k]['value']:.2f} [{m[k]['ci95'][0]:.2f}, {m[k]['ci95'][1]:.2f}]"
-                                           for k in ("exact", "f1")) + " |")
-
+    write_results(a.out, result, table["methods"], ("exact", "f1"), 2)
 
 if __name__ == "__main__":
     main()

@@ -66,72 +66,57 @@ def _bpe_tokenizer(corpus=None):
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory):
-    """A 2-layer BERT (hidden 32) with a WordPiece tokenizer, saved as a transformers folder."""
+def _save_bert(folder, tok, positions: int) -> str:
     import torch
     from transformers import BertConfig, BertModel
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tok = _wordpiece_tokenizer()
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+                        intermediate_size=64, max_position_embeddings=positions)
     BertModel(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return str(folder)
+
+
+def _save_qwen(folder, tok, positions: int) -> str:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=positions,
+                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A 2-layer BERT (hidden 32) with a WordPiece tokenizer, saved as a transformers folder."""
+    return _save_bert(tmp_path_factory.mktemp("tiny-bert"), _wordpiece_tokenizer(), 128)
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory):
     """A 2-layer Qwen2-style decoder (hidden 32) with a byte-level BPE tokenizer and no pad token."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-qwen")
-    tok = _bpe_tokenizer()
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
-                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
+    return _save_qwen(tmp_path_factory.mktemp("tiny-qwen"), _bpe_tokenizer(), 128)
 
 
 @pytest.fixture(scope="session")
 def qa_bert(tmp_path_factory):
     """A 2-layer BERT encoder (hidden 32, 256 positions) whose WordPiece vocabulary knows the QA test texts."""
-    import torch
     from qa_data import corpus
-    from transformers import BertConfig, BertModel
 
-    folder = tmp_path_factory.mktemp("qa-bert")
-    tok = _wordpiece_tokenizer(corpus())
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=256)
-    BertModel(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
+    return _save_bert(tmp_path_factory.mktemp("qa-bert"), _wordpiece_tokenizer(corpus()), 256)
 
 
 @pytest.fixture(scope="session")
 def qa_qwen(tmp_path_factory):
     """A 2-layer Qwen2-style decoder (hidden 32) with a byte-level BPE tokenizer of the QA test texts."""
-    import torch
     from qa_data import corpus
-    from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    folder = tmp_path_factory.mktemp("qa-qwen")
-    tok = _bpe_tokenizer(corpus())
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
+    return _save_qwen(tmp_path_factory.mktemp("qa-qwen"), _bpe_tokenizer(corpus()), 256)
 
 
 @pytest.fixture()

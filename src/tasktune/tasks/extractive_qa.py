@@ -24,7 +24,6 @@ import json
 from collections import Counter
 
 from tasktune.data.convert import locate_answer
-from tasktune.errors import UserError
 from tasktune.metrics.qa import detect_language, qa_metrics, qa_scores
 from tasktune.tasks import qa_spans
 

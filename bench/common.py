@@ -1,0 +1,43 @@
+"""Shared by the benchmarks: a `tasktune train` in a subprocess, measured; the skip rule for absent data."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def runs_folder(data: Path, runs: str) -> Path | None:
+    """The folder for benchmark runs, or None (after saying why) when the shared data is absent."""
+    if not data.is_file():
+        print(f"skipped: {data} not found (the shared data folder is not beside the project)")
+        return None
+    out = Path(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def train_subprocess(out: Path, args: list[str], folder: Path, check: bool = True) -> dict:
+    """`tasktune train` with dotted `args` into `folder`; wall time, train samples/s, peak RSS so far."""
+    cfg = out / "empty.yaml"
+    cfg.write_text("{}\n")
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", "tasktune", "train", str(cfg), *args, f"output_dir={folder}",
+                           "--overwrite"], capture_output=True, text=True)
+    if proc.returncode and check:
+        raise SystemExit(f"{folder} failed:\n{proc.stderr[-3000:]}")
+    history = json.loads((folder / "metrics_history.json").read_text())
+    speed = next((h["train_samples_per_second"] for h in history if "train_samples_per_second" in h), None)
+    return {"run": str(folder), "wall_s": round(time.time() - start, 1), "train_samples_per_s": speed,
+            "peak_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+
+
+def write_results(path: str, result: dict, table: dict, keys: tuple[str, ...], digits: int) -> None:
+    """Write `result` (with the compare table as 'quality') to `path`; print the table as markdown rows."""
+    Path(path).write_text(json.dumps({**result, "quality": table}, ensure_ascii=False, indent=2) + "\n")
+    for name, m in table.items():
+        cells = [f"{m[k]['value']:.{digits}f} [{m[k]['ci95'][0]:.{digits}f}, {m[k]['ci95'][1]:.{digits}f}]" for k in keys]
+        print(f"| {name} | " + " | ".join(cells) + " |")
