@@ -6,7 +6,6 @@ Example: sha256_files(["train.csv"]) -> "9f86d0..."
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 
 def sha256_files(paths) -> str:
