@@ -55,6 +55,16 @@ class _SpanExtraction:
         self.null_head = nn.Linear(config.hidden_size, 2)
         self.post_init()
 
+    def _init_weights(self, module):
+        # New heads start at zero: every position and the null begin equally likely (loss = log of the
+        # window length). A random head on a decoder's large hidden states (gemma's reach tens) starts
+        # with logits in the tens, and the first hundred clipped steps go to undoing them.
+        if module is getattr(self, "span_head", None) or module is getattr(self, "null_head", None):
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
     def get_input_embeddings(self):
         return getattr(self, self.base_model_prefix).get_input_embeddings()
 
