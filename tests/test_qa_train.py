@@ -132,3 +132,17 @@ def test_null_margin_loss_pushes_null_on_negatives_only_when_violated():
     extra = span_loss(cfg, 0.0)({"logits": logits}, labels) - span_loss(base, 0.0)({"logits": logits}, labels)
     # row 0: gold span 0 vs null 0 -> hinge 1 - 0 = 1; row 1: satisfied -> 0; mean over 2 rows
     assert extra.item() == pytest.approx(0.5)
+
+
+def test_zero_shot_generation_keeps_only_answers_found_in_the_context(qa_qwen, qa_bert):
+    from tasktune.tasks.qa_generate import _clean, generate_answers, is_causal_lm
+
+    assert _clean(" 北京。\n其他", "首都是北京") == ("北京", 3)
+    assert _clean("无", "首都是北京") == (None, None)
+    assert _clean("上海", "首都是北京") == (None, None)  # not extractive: no answer
+    rows = qa_rows(make_records(2, seed=4))[:3]
+    assert is_causal_lm(qa_qwen) and not is_causal_lm(qa_bert)
+    preds = generate_answers(qa_qwen, rows, "en", batch_size=2, max_new_tokens=3)
+    assert [p["id"] for p in preds] == [r["id"] for r in rows]
+    for p, r in zip(preds, rows):
+        assert p["answer"] is None or r["context"][p["start"]:p["end"]] == p["answer"]

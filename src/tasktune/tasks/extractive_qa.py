@@ -167,7 +167,17 @@ class ExtractiveQA:
         return {"no_answer": [{"id": r.get("id"), "question": r.get("question"), "answer": None} for r in rows]}
 
     def zero_shot(self, path, rows, cfg, state, batch_size=16):
-        return {}  # a span head has no untrained behaviour worth scoring
+        """A decoder base model prompted to copy the answer out (an untrained span head says nothing);
+        {} for encoders."""
+        from tasktune.tasks.qa_generate import generate_answers, is_causal_lm
+
+        if not is_causal_lm(path):
+            return {}
+        language = state.get("language", "auto")
+        if language == "auto":
+            language = detect_language([r["context"] for r in rows])
+        return {"zero_shot": generate_answers(path, rows, language, min(batch_size, 8),
+                                              min(cfg.task.max_answer_tokens, 48), bf16=cfg.train.bf16)}
 
 
 def _answers_problem(row: dict) -> str | None:
