@@ -109,3 +109,16 @@ def test_qa_rows_are_checked_with_their_line(qa_bert, tmp_path, capsys):
     assert "qa.jsonl line 2" in err and "广州" in err and "does not occur in the context" in err
     assert main(args[:-1] + [f"data.train={train}", "model.max_length=64", "task.doc_stride=40"]) == 2
     assert "task.doc_stride" in capsys.readouterr().err
+
+
+def test_split_keeps_a_context_on_one_side():
+    from qa_data import make_records, qa_rows
+
+    from tasktune.data.split import stratified_split
+    from tasktune.tasks.extractive_qa import ExtractiveQA
+
+    rows = qa_rows(make_records(40, seed=8))
+    kept, held = stratified_split(rows, 0.2, seed=3, group=ExtractiveQA.group_key)
+    assert {r["record_id"] for r in kept}.isdisjoint({r["record_id"] for r in held})
+    assert 0.15 <= len(held) / len(rows) <= 0.3 and len(kept) + len(held) == len(rows)
+    assert held == stratified_split(rows, 0.2, seed=3, group=ExtractiveQA.group_key)[1]  # seeded
