@@ -101,8 +101,11 @@ class ExtractiveQA:
         return load_model(path, loader, cfg, None, for_training), tok
 
     def prepare(self, rows, tokenizer, cfg, state):
-        return qa_spans.make_features(tokenizer, rows, cfg.model.max_length, cfg.task.doc_stride,
-                                      labelled=all(r.get("answers") is not None for r in rows))
+        labelled = all(r.get("answers") is not None for r in rows)
+        feats = qa_spans.make_features(tokenizer, rows, cfg.model.max_length, cfg.task.doc_stride, labelled)
+        if labelled:
+            _log_alignment(rows, feats)
+        return feats
 
     def collator(self, tokenizer, cfg, state):
         return qa_spans.SpanCollator(tokenizer.pad_token_id)
@@ -178,6 +181,26 @@ class ExtractiveQA:
             language = detect_language([r["context"] for r in rows])
         return {"zero_shot": generate_answers(path, rows, language, min(batch_size, 8),
                                               min(cfg.task.max_answer_tokens, 48), bf16=cfg.train.bf16)}
+
+
+def _log_alignment(rows: list[dict], feats: list[dict]) -> None:
+    """Say how many answers are not whole tokens of this tokenizer: such answers can only be
+    predicted with their tokens' extra characters, which caps exact match."""
+    import logging
+
+    exact = set()
+    for f in feats:
+        s, e = f["labels"][0] - 1, f["labels"][1] - 1
+        if s >= 0:
+            row = rows[f["_row"]]
+            if row["context"][f["_offsets"][s][0]:f["_offsets"][e][1]].strip() == row["answers"][0]["text"].strip():
+                exact.add(f["_row"])
+    answered = sum(1 for r in rows if r["answers"])
+    if answered:
+        logging.getLogger("tasktune").info(
+            "%d windows from %d rows; %d of %d answers (%.1f%%) fall on token boundaries (the rest cap exact "
+            "match: the model can only return whole tokens)", len(feats), len(rows), len(exact), answered,
+            100 * len(exact) / answered)
 
 
 def _answers_problem(row: dict) -> str | None:
