@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common import runs_folder, train_subprocess, write_results
+from subprocess_runs import runs_folder, train_subprocess, write_results
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "chnsenticorp" / "ChnSentiCorp_htl_all.csv"
 COMMON = [

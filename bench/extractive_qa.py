@@ -26,7 +26,7 @@ import json
 import random
 from pathlib import Path
 
-from common import runs_folder, train_subprocess, write_results
+from subprocess_runs import runs_folder, train_subprocess, write_results
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmrc2018" / "cmrc2018_trial.json"
 COMMON = ["task.name=extractive_qa", "task.metric_language=zh", "task.max_answer_tokens=100",

@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: a `tasktune train` in a subprocess, measured; the skip rule for absent data."""
+"""Benchmark runs in subprocesses: a `tasktune train` measured, the skip rule for absent data, the results file."""
 
 from __future__ import annotations
 
