@@ -138,27 +138,23 @@ class ExtractiveQA:
         return _collect_records(preds, qa_rows, records) if records else preds
 
     def metrics(self, predictions, rows, state):
-        language = state.get("language", "auto")
-        if language == "auto":
-            language = detect_language([r["context"] for r in rows])
+        language = _language(state, rows)
         golds = [[a["text"] for a in r["answers"]] for r in rows]
         return qa_metrics([p["answer"] for p in predictions], golds, language, [r.get("field") for r in rows])
 
     def fit_thresholds(self, predictions, rows, state):
         """Global null threshold maximising F1 on `rows`, and one per field with enough rows."""
-        language = state.get("language", "auto")
-        if language == "auto":
-            language = detect_language([r["context"] for r in rows])
+        language = _language(state, rows)
         groups: dict = {None: list(range(len(rows)))}
         for i, r in enumerate(rows):
             if r.get("field") is not None:
                 groups.setdefault(r["field"], []).append(i)
         fitted, report = {}, {}
+        inputs = _threshold_inputs(predictions, rows, language)  # scored once, sliced per field
         for name, idx in groups.items():
             if name is not None and len(idx) < MIN_ROWS_PER_FIELD_THRESHOLD:
                 continue
-            args = _threshold_inputs([predictions[i] for i in idx], [rows[i] for i in idx], language)
-            fitted[name], f1 = qa_spans.fit_threshold(*args)
+            fitted[name], f1 = qa_spans.fit_threshold(*([column[i] for i in idx] for column in inputs))
             report[name or "all"] = {"threshold": round(fitted[name], 4), "f1": round(f1, 3)}
         state = {**state, "null_threshold": round(fitted.pop(None), 4),
                  "field_thresholds": {f: round(t, 4) for f, t in fitted.items()}}
@@ -176,9 +172,7 @@ class ExtractiveQA:
 
         if not is_causal_lm(path):
             return {}
-        language = state.get("language", "auto")
-        if language == "auto":
-            language = detect_language([r["context"] for r in rows])
+        language = _language(state, rows)
         return {"zero_shot": generate_answers(path, rows, language, min(batch_size, 8),
                                               min(cfg.task.max_answer_tokens, 48), bf16=cfg.train.bf16)}
 
@@ -231,6 +225,12 @@ def _field_questions(rows: list[dict]) -> dict[str, str]:
         if r.get("field") is not None:
             by_field.setdefault(str(r["field"]), Counter())[r["question"]] += 1
     return {f: c.most_common(1)[0][0] for f, c in sorted(by_field.items())}
+
+
+def _language(state: dict, rows: list[dict]) -> str:
+    """The metric language of the state; 'auto' (a model trained elsewhere) is decided from the rows."""
+    language = state.get("language", "auto")
+    return detect_language([r["context"] for r in rows]) if language == "auto" else language
 
 
 def _thresholds(state: dict):

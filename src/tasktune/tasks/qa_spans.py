@@ -23,13 +23,16 @@ import math
 NO_SPAN = -1e30  # score of a missing candidate (fewer valid spans than n_best)
 
 
-def _question_prefix(tokenizer, question: str, max_question_tokens: int) -> str:
-    """The question, cut to `max_question_tokens`, ended by a newline where the tokenizer has no
-    separator token (decoders), so question and context do not run together."""
-    enc = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
-    if len(enc["input_ids"]) > max_question_tokens:
-        question = question[:enc["offset_mapping"][max_question_tokens - 1][1]]
-    return question if tokenizer.sep_token else question.rstrip() + "\n"
+def _question_prefixes(tokenizer, questions: list[str], max_question_tokens: int) -> list[str]:
+    """The questions, each cut to `max_question_tokens` (one batched tokenizer call), ended by a newline
+    where the tokenizer has no separator token (decoders), so question and context do not run together."""
+    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for question, ids, offsets in zip(questions, enc["input_ids"], enc["offset_mapping"]):
+        if len(ids) > max_question_tokens:
+            question = question[:offsets[max_question_tokens - 1][1]]
+        out.append(question if tokenizer.sep_token else question.rstrip() + "\n")
+    return out
 
 
 def _token_span(offsets: list, ctx: list[int], start: int, end: int) -> tuple[int, int] | None:
@@ -47,7 +50,7 @@ def make_features(tokenizer, rows: list[dict], max_length: int, stride: int, lab
     # Questions are cut so that every window keeps room for the overlap plus new context (config
     # guarantees stride < max_length / 2).
     max_question = max(4, min(max_length // 2, max_length - stride - 8))
-    questions = [_question_prefix(tokenizer, r["question"], max_question) for r in rows]
+    questions = _question_prefixes(tokenizer, [r["question"] for r in rows], max_question)
     enc = tokenizer(questions, [r["context"] for r in rows], truncation="only_second", max_length=max_length,
                     stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True)
     feats = []
