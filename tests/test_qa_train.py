@@ -146,3 +146,35 @@ def test_zero_shot_generation_keeps_only_answers_found_in_the_context(qa_qwen, q
     assert [p["id"] for p in preds] == [r["id"] for r in rows]
     for p, r in zip(preds, rows):
         assert p["answer"] is None or r["context"][p["start"]:p["end"]] == p["answer"]
+
+
+def test_head_reads_features_standardised_on_the_first_training_batch(qa_qwen, tmp_path):
+    from transformers import AutoConfig
+
+    from tasktune.models.span_head import span_model_class
+
+    cls = span_model_class(AutoConfig.from_pretrained(qa_qwen))
+    model = cls.from_pretrained(qa_qwen)
+    norm = model.head_norm
+    assert not bool(norm.ready) and torch.all(norm.std == 1)
+    ids = torch.randint(5, 100, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[0, 8:] = 0
+    model.eval()
+    model(input_ids=ids, attention_mask=mask)
+    assert not bool(norm.ready)  # evaluation never measures
+    model.train()
+    model(input_ids=ids, attention_mask=mask)
+    hidden = getattr(model, model.base_model_prefix)(input_ids=ids, attention_mask=mask).last_hidden_state.detach()
+    real = hidden[mask.bool()]
+    assert bool(norm.ready)
+    assert torch.allclose(norm.mean, real.mean(0), atol=1e-5)
+    assert torch.allclose(norm((hidden * 0 + real.mean(0))), torch.zeros_like(hidden), atol=1e-5)
+    before = norm.mean.clone()
+    model(input_ids=ids + 1, attention_mask=mask)
+    assert torch.equal(norm.mean, before)  # measured once, then fixed
+
+    model.save_pretrained(tmp_path / "saved")
+    again = cls.from_pretrained(tmp_path / "saved")
+    assert bool(again.head_norm.ready) and torch.equal(again.head_norm.mean, before)
+    assert torch.equal(again.head_norm.std, norm.std)

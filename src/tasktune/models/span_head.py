@@ -8,6 +8,13 @@ encoders. This head is the same for every backbone:
 - a learned no-answer pair (null start, null end) from the hidden state of the sequence's last
   real token: in a decoder it is the only position that has seen the whole input, and in an
   encoder it sees everything anyway (batches are padded on the right);
+- the heads read standardised features: each hidden dimension minus its mean, over its standard
+  deviation, both measured on the first training batch (a data-dependent init, stored as buffers
+  and saved with the heads). Decoders' last hidden states are badly scaled for a new linear head:
+  gemma-3-270m's final norm multiplies some dimensions by up to 300, so per-dimension spread runs
+  from 0.1 to 30 and five dimensions carry a third of the variance; Adam moves every weight by
+  about the learning rate, so the loud dimensions swing the logits and the quiet ones learn
+  nothing. Encoders' LayerNorm outputs are well scaled already and lose nothing by it;
 - logits are returned as one tensor (batch, 1 + length, 2): index 0 is the null pair, index
   1 + t is token t; tokens outside the context (question, special tokens, padding) are masked
   to the dtype's minimum, so a softmax over the positions is a distribution over "null or a
@@ -33,7 +40,7 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-HEADS = ["span_head", "null_head"]  # trained in full beside LoRA adapters (modules_to_save)
+HEADS = ["head_norm", "span_head", "null_head"]  # trained in full beside LoRA adapters (modules_to_save)
 _CLASSES: dict[str, type] = {}
 
 
@@ -41,6 +48,32 @@ _CLASSES: dict[str, type] = {}
 class SpanOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+
+
+class FeatureStandardizer(nn.Module):
+    """(hidden - mean) / std per dimension, with mean and std taken from the first batch seen in training.
+
+    Buffers (saved in checkpoints and with LoRA's modules_to_save): `mean`, `std`, and `ready`
+    (0 until measured). A model that is only evaluated before any training keeps the identity.
+    Under DDP each process measures its own first batch; DDP's buffer broadcast then makes every
+    process use rank 0's from the next step on.
+    """
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("std", torch.ones(size))
+        self.register_buffer("ready", torch.zeros(()))
+
+    def forward(self, hidden, mask=None):
+        if self.training and not bool(self.ready):
+            with torch.no_grad():
+                real = hidden.detach().float()[mask.bool()] if mask is not None else hidden.detach().float().flatten(0, -2)
+                self.mean.copy_(real.mean(0))
+                # A floor keeps dead dimensions (constant over tokens) from being blown up.
+                self.std.copy_(real.std(0).clamp(min=1e-2 * real.std(0).mean().item() + 1e-6))
+                self.ready.fill_(1)
+        return (hidden - self.mean.to(hidden.dtype)) / self.std.to(hidden.dtype)
 
 
 class _SpanExtraction:
@@ -51,6 +84,7 @@ class _SpanExtraction:
 
         super().__init__(config)
         setattr(self, self.base_model_prefix, AutoModel.from_config(config))
+        self.head_norm = FeatureStandardizer(config.hidden_size)
         self.span_head = nn.Linear(config.hidden_size, 2)
         self.null_head = nn.Linear(config.hidden_size, 2)
         self.post_init()
@@ -62,6 +96,10 @@ class _SpanExtraction:
         if module is getattr(self, "span_head", None) or module is getattr(self, "null_head", None):
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
+        elif isinstance(module, FeatureStandardizer):
+            module.mean.zero_()
+            module.std.fill_(1.0)
+            module.ready.zero_()
         else:
             super()._init_weights(module)
 
@@ -79,6 +117,7 @@ class _SpanExtraction:
             attention_mask = torch.ones_like(input_ids)
         hidden = getattr(self, self.base_model_prefix)(input_ids=input_ids, attention_mask=attention_mask,
                                                        use_cache=False, **extra).last_hidden_state
+        hidden = self.head_norm(hidden, attention_mask)
         spans = self.span_head(hidden).float()                        # (batch, length, 2)
         last = attention_mask.sum(1) - 1                              # right padding: last real token
         null = self.null_head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last]).float()
