@@ -200,3 +200,29 @@ def test_prediction_order_does_not_matter(trained):
     for a, b in zip(forward, backward):
         assert a["id"] == b["id"] and a["label"] == b["label"]
         assert a["probs"] == pytest.approx(b["probs"], abs=1e-5)
+
+
+def test_head_learning_rate_gets_its_own_param_groups(tmp_path):
+    from collections import OrderedDict
+
+    from torch import nn
+    from transformers import TrainingArguments
+
+    from tasktune.engine.trainer import _trainer_class
+
+    model = nn.Sequential(OrderedDict(body=nn.Linear(4, 4), span_head=nn.Linear(4, 2)))
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-4, weight_decay=0.1, use_cpu=True,
+                             report_to="none", max_steps=10)
+    trainer = _trainer_class(["span_head"], 1e-2)(model=model, args=args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    lr = {id(p): g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert lr[id(model.span_head.weight)] == lr[id(model.span_head.bias)] == 1e-2
+    assert lr[id(model.body.weight)] == lr[id(model.body.bias)] == 1e-4
+    assert decay[id(model.span_head.weight)] == 0.1 and decay[id(model.span_head.bias)] == 0.0  # Trainer's rule kept
+    assert len(lr) == 4  # every parameter once
+    for _ in range(5):
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    now = {id(p): g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert now[id(model.span_head.weight)] == pytest.approx(5e-3) and now[id(model.body.weight)] == pytest.approx(5e-5)

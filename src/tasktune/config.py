@@ -154,6 +154,11 @@ class TrainConfig(Section):
         description="Examples per optimizer step over all devices; gradient accumulation is derived from it.",
     )
     learning_rate: float = Field(2e-5, gt=0, description="Peak learning rate.")
+    head_learning_rate: float | None = Field(
+        None, gt=0,
+        description="Peak learning rate of the task's newly made head layers (span head, classification head); "
+                    "null: train.learning_rate. A new head on a frozen or LoRA backbone often wants 10-100x more.",
+    )
     lr_scheduler: str = Field("linear", description="Schedule after warmup: linear, cosine, constant, ...")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps spent warming up the learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")

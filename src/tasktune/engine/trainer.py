@@ -73,11 +73,51 @@ def training_arguments(cfg, run_dir: str, has_eval: bool):
     )
 
 
+def head_parameter_groups(optimizer, model, heads: list[str], lr: float) -> int:
+    """Move the parameters of modules named in `heads` into their own param groups at `lr`; returns how many.
+
+    Called on a fresh optimizer (no state yet). Names match a module at any depth, also inside
+    peft's wrappers (`...span_head.modules_to_save.default.weight`).
+    Example: head_parameter_groups(opt, model, ["span_head"], 3e-3) -> 2
+    """
+    ids = {id(p) for n, p in model.named_parameters()
+           if p.requires_grad and any(f".{h}." in f".{n}" for h in heads)}
+    moved = 0
+    for group in list(optimizer.param_groups):
+        mine = [p for p in group["params"] if id(p) in ids]
+        if mine:
+            group["params"] = [p for p in group["params"] if id(p) not in ids]
+            optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"}, "params": mine,
+                                       "lr": lr, "initial_lr": lr})
+            moved += len(mine)
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+    return moved
+
+
+def _trainer_class(heads: list[str], head_lr: float | None):
+    """Trainer, or a subclass whose optimizer runs `heads` at `head_lr` (Trainer has no per-module rate)."""
+    from transformers import Trainer
+
+    if head_lr is not None and not heads:
+        log.warning("train.head_learning_rate is ignored: this task and method add no head to the model")
+    if not heads or head_lr is None:
+        return Trainer
+
+    class HeadRateTrainer(Trainer):
+        def create_optimizer(self, model=None):
+            fresh = self.optimizer is None
+            optimizer = super().create_optimizer(model)
+            if fresh:
+                n = head_parameter_groups(optimizer, self.model if model is None else model, heads, head_lr)
+                log.info("head learning rate %g on %d tensor(s) of %s", head_lr, n, ", ".join(heads))
+            return optimizer
+
+    return HeadRateTrainer
+
+
 def build_trainer(task, cfg, model, tokenizer, train_feats, eval_feats, state, run_dir, history, extra=(),
                   eval_rows=()):
     """A Trainer wired with the task's collator, loss and metrics and tasktune's callbacks."""
-    from transformers import Trainer
-
     args = training_arguments(cfg, str(run_dir), has_eval=bool(eval_feats))
     callbacks = [HistoryCallback(run_dir, cfg.train.curves_every, history), CompleteMarker(), *extra]
     es = cfg.train.early_stopping
@@ -88,7 +128,7 @@ def build_trainer(task, cfg, model, tokenizer, train_feats, eval_feats, state, r
         metric = es.metric or cfg.train.best_metric
         metric = metric if metric.startswith("eval_") else f"eval_{metric}"
         callbacks.append(EarlyStopping(metric, es.patience, es.min_delta, greater_is_better(metric)))
-    trainer = Trainer(
+    trainer = _trainer_class(task.head_modules(cfg), cfg.train.head_learning_rate)(
         model=model, args=args, data_collator=task.collator(tokenizer, cfg, state), train_dataset=train_feats,
         eval_dataset=eval_feats or None, processing_class=tokenizer, compute_loss_func=task.loss(cfg, state),
         compute_metrics=task.compute_metrics(cfg, state, list(eval_rows), eval_feats), callbacks=callbacks,

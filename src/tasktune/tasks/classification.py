@@ -39,6 +39,10 @@ class Classification:
             self._cands = ls.candidates(tokenizer, state["labels"], cfg.task.verbalizer)
         return self._cands
 
+    def head_modules(self, cfg):
+        # transformers names the sequence-classification head `classifier` in encoders, `score` in decoders.
+        return [] if cfg.model.method == "label_scoring" else ["classifier", "score"]
+
     def stratify_key(self, row: dict):
         return row.get("label")
 

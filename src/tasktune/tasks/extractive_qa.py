@@ -44,6 +44,11 @@ class ExtractiveQA:
     padding_side = "right"
     group_key = staticmethod(_group)
 
+    def head_modules(self, cfg):
+        from tasktune.models.span_head import HEADS
+
+        return HEADS
+
     def stratify_key(self, row):
         return None
 

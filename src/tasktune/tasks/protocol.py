@@ -20,6 +20,9 @@ class Task(Protocol):
     label_columns: list[str]              # the required columns that only labelled rows have
     group_key: Callable[[dict], Any] | None  # rows with one key stay on one side of a split (None: free)
 
+    def head_modules(self, cfg) -> list[str]:
+        """Names of the modules the task adds to the backbone (trained at train.head_learning_rate)."""
+
     def stratify_key(self, row: dict) -> Any:
         """Group key for stratified splits (e.g. the label); None when the task has none."""
 
