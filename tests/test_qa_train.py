@@ -96,6 +96,20 @@ def test_lora_span_head_is_saved_and_reloaded(qa_bert, tmp_path):
         [p["candidates"][0]["score"] for p in saved], abs=1e-3)
     assert len(again) == len(rows) and task.name == "extractive_qa"
 
+    # A merged export is a plain span model folder: same logits as the adapter, head_norm included.
+    from tasktune.export import export_run
+
+    export_run(str(tmp_path / "run"), str(tmp_path / "merged"), merge_lora=True)
+    task, cfg, state, _ = load_run(tmp_path / "run")
+    adapted, tok = task.build_model(str(best), cfg, state, for_training=False)
+    merged, _ = task.build_model(str(tmp_path / "merged"), cfg.model_copy(
+        update={"model": cfg.model.model_copy(update={"lora": None})}), state, for_training=False)
+    assert bool(merged.head_norm.ready)
+    batch = tok(["Which city?"], ["Name: Bob Stone. City: Oslo."], return_tensors="pt")
+    with torch.no_grad():
+        a, b = adapted.eval()(**batch).logits, merged.eval()(**batch).logits
+    assert torch.allclose(a, b, atol=1e-4), (a, b)
+
 
 def _logits(valid_len: int, length: int = 6):
     logits = torch.zeros(2, 1 + length, 2)
