@@ -168,7 +168,9 @@ def test_head_reads_features_standardised_on_the_first_training_batch(qa_qwen, t
     from tasktune.models.span_head import span_model_class
 
     cls = span_model_class(AutoConfig.from_pretrained(qa_qwen))
-    model = cls.from_pretrained(qa_qwen)
+    model, info = cls.from_pretrained(qa_qwen, output_loading_info=True)
+    assert not info["missing_keys"]                 # new heads are expected: no "MISSING" load report
+    assert torch.all(model.span_head.weight == 0)   # ... and still initialised
     norm = model.head_norm
     assert not bool(norm.ready) and torch.all(norm.std == 1)
     ids = torch.randint(5, 100, (3, 12))

@@ -142,6 +142,9 @@ def span_model_class(config) -> type:
     if name not in _CLASSES:
         _CLASSES[name] = type(name, (_SpanExtraction, family), {
             "config_class": backbone.config_class, "base_model_prefix": family.base_model_prefix,
+            # The heads are new on a base checkpoint and come from the adapter on a LoRA run: transformers'
+            # "MISSING ... newly initialized" report for them would mislead at eval and predict.
+            "_keys_to_ignore_on_load_missing": [rf"(^|\.){h}\." for h in HEADS],
             "__module__": __name__})
     return _CLASSES[name]
 
