@@ -152,10 +152,11 @@ def test_decoder_backbone_with_head_and_accumulation(tiny_qwen, sentiment_files,
     train, eval_ = sentiment_files
     overrides = base_config(tiny_qwen, train, eval_, tmp_path / "run", **{
         "train.effective_batch_size": 16, "train.class_weights": "balanced", "train.label_smoothing": 0.1,
-        "data.eval": 0.2, "train.epochs": 1})
+        "data.eval": 0.2, "train.epochs": 1, "train.head_learning_rate": 0.05})
     _train(overrides)
     log = (tmp_path / "run/train.log").read_text()
     assert "8 per device x 1 process(es) x 2 accumulation = 16" in log
+    assert "head learning rate 0.05 on 1 tensor(s) of classifier, score" in log  # a decoder's head: score.weight
     data = json.loads((tmp_path / "run/data.json").read_text())
     assert len(data["split"]["eval_ids"]) == 24 and "stratified" in data["split"]["eval"]
     assert (tmp_path / "run/best/tasktune.json").is_file()
