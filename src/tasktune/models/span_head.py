@@ -68,7 +68,8 @@ class FeatureStandardizer(nn.Module):
     def forward(self, hidden, mask=None):
         if self.training and not bool(self.ready):
             with torch.no_grad():
-                real = hidden.detach().float()[mask.bool()] if mask is not None else hidden.detach().float().flatten(0, -2)
+                real = hidden.detach().float()
+                real = real[mask.bool()] if mask is not None else real.flatten(0, -2)   # real tokens only
                 self.mean.copy_(real.mean(0))
                 # A floor keeps dead dimensions (constant over tokens) from being blown up.
                 self.std.copy_(real.std(0).clamp(min=1e-2 * real.std(0).mean().item() + 1e-6))
