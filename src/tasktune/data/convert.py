@@ -110,6 +110,14 @@ def from_squad(path: str) -> tuple[list[dict], dict, list[dict]]:
     return rows, counts, problems
 
 
+def answers_cell(value):
+    """A row's `answers` as given: a list, or JSON text of one (CSV cells; blank = []). Raises ValueError
+    on text that is not JSON. Example: answers_cell('[{"text": "Oslo", "start": 3}]') -> [{...}]"""
+    if isinstance(value, str):
+        return json.loads(value) if value.strip() else []  # json.JSONDecodeError is a ValueError
+    return value
+
+
 def locate_answer(context: str, text: str, start) -> int | None:
     """`start` when the text is there; else the occurrence nearest to it (off-by-one offsets are
     common in public data, e.g. five CMRC 2018 trial questions); None when the text is absent."""

@@ -72,16 +72,13 @@ def inspect_file(path: str, model: str | None = None, columns: dict | None = Non
 
 def _qa_summary(rows: list[dict], columns: dict) -> dict:
     """Answered / no-answer counts, fields, distinct contexts and question lengths of QA rows."""
-    import json
+    from tasktune.data.convert import answers_cell
 
     def answers(r):
-        a = r.get(columns.get("answers", "answers"))
-        if isinstance(a, str):
-            try:
-                a = json.loads(a)
-            except json.JSONDecodeError:
-                return None
-        return a
+        try:
+            return answers_cell(r.get(columns.get("answers", "answers")))
+        except ValueError:
+            return None  # counted as unlabelled; training names the line and the fix
 
     given = [answers(r) for r in rows]
     answered = sum(1 for a in given if a)

@@ -20,10 +20,9 @@ and character offsets.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
-from tasktune.data.convert import locate_answer
+from tasktune.data.convert import answers_cell, locate_answer
 from tasktune.metrics.qa import detect_language, qa_metrics, qa_scores
 from tasktune.tasks import qa_spans
 
@@ -203,12 +202,10 @@ def _log_alignment(rows: list[dict], feats: list[dict]) -> None:
 
 
 def _answers_problem(row: dict) -> str | None:
-    answers = row.get("answers")
-    if isinstance(answers, str):  # CSV cells hold JSON text
-        try:
-            answers = json.loads(answers) if answers.strip() else []
-        except json.JSONDecodeError:
-            return "answers is not valid JSON; write a list like [{\"text\": \"...\", \"start\": 0}] or []"
+    try:
+        answers = answers_cell(row.get("answers"))
+    except ValueError:
+        return "answers is not valid JSON; write a list like [{\"text\": \"...\", \"start\": 0}] or []"
     if not isinstance(answers, list):
         return "answers must be a list of {text, start} ([] = no answer)"
     fixed = []
