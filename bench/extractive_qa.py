@@ -33,6 +33,8 @@ from pathlib import Path
 
 from subprocess_runs import runs_folder, train_subprocess, write_results
 
+from tasktune.atomic import write_jsonl
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmrc2018" / "cmrc2018_trial.json"
 COMMON = ["task.name=extractive_qa", "task.metric_language=zh", "task.max_answer_tokens=100",
           "task.doc_stride=128", "train.warmup_ratio=0.1", "train.eval_during_training=false",
@@ -70,7 +72,7 @@ def build_data(out: Path, split_seed: int, eval_paragraphs: int, negative_share:
                 negatives.append({**r, "id": r["id"] + "_NEG", "context": contexts[other], "answers": [],
                                   "record_id": other})
         path = out / f"{name}.jsonl"
-        path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in part + negatives), encoding="utf-8")
+        write_jsonl(path, part + negatives)
         print(f"{name}: {len(keys)} paragraphs, {len(part)} questions + {len(negatives)} negatives -> {path}")
         paths.append(path)
     return paths[1], paths[0]
@@ -128,8 +130,7 @@ def crossfit(out: Path, run_folder: Path, eval_path: Path, seed: int = 0) -> tup
                 decided[i] = qa_spans.decide(dict(preds[i]), fitted["null_threshold"])
     folder = out / f"{run_folder.name}-crossfit"
     (folder / "eval" / "eval").mkdir(parents=True, exist_ok=True)
-    (folder / "eval" / "eval" / "predictions.jsonl").write_text(
-        "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in decided), encoding="utf-8")
+    write_jsonl(folder / "eval" / "eval" / "predictions.jsonl", decided)
     metrics = task.metrics(decided, rows, state)
     return folder, {"thresholds": thresholds, **{k: round(metrics[k], 2) for k in ("exact", "f1", "has_answer_f1",
                                                                                   "no_answer_f1")}}
