@@ -28,7 +28,7 @@ COMMON = [
     'task.prompt="评论：{text}\\n情感（正面或负面）："', "data.seed=42", "task.verbalizer={'1': 正面, '0': 负}",
     "model.lora={r: 8, alpha: 16, dropout: 0.0, target_modules: [q_proj, k_proj, v_proj, o_proj]}",
     "train.epochs=1", "train.batch_size=2", "train.effective_batch_size=8", "train.learning_rate=2.0e-4",
-    "train.warmup_ratio=0.1", "train.bf16=true", "train.eval_during_training=false",
+    "train.warmup_ratio=0.1", "train.bf16=auto", "train.eval_during_training=false",
 ]
 METHODS = {"label_scoring": ["model.method=label_scoring"], "head": ["model.method=head"]}
 

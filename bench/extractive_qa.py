@@ -40,7 +40,7 @@ COMMON = ["task.name=extractive_qa", "task.metric_language=zh", "task.max_answer
           "task.doc_stride=128", "train.warmup_ratio=0.1", "train.eval_during_training=false",
           "train.logging_steps=10", "data.seed=0"]
 MODELS = {
-    "gemma-3-270m": ["model.name=gemma-3-270m", "model.max_length=384", "train.bf16=true",
+    "gemma-3-270m": ["model.name=gemma-3-270m", "model.max_length=384", "train.bf16=auto",
                      "model.lora={r: 16, alpha: 32, dropout: 0.0, target_modules: [q_proj, k_proj, v_proj, o_proj]}",
                      "train.batch_size=4", "train.effective_batch_size=8", "train.learning_rate=3e-4",
                      "train.head_learning_rate=1e-2"],

@@ -132,3 +132,17 @@ def base_config(model: str, train, eval_, out, **train_overrides) -> list[str]:
              "data.eval": str(eval_), "output_dir": str(out), "train.epochs": 2, "train.batch_size": 8,
              "train.learning_rate": 5e-3, "train.logging_steps": 2, "train.seed": 7, **train_overrides}
     return [f"{k}={v}" for k, v in items.items()]
+
+
+@pytest.fixture()
+def cpu_bf16(monkeypatch):
+    """Call with a figure to make this CPU's bf16 matmul look that many times as fast as fp32
+    (0.01: AVX2 only; 3.5: AMX). The cached precision decisions are cleared before and after."""
+    from tasktune import precision
+
+    def set_speedup(speedup: float):
+        monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: speedup)
+        precision.decide_bf16.cache_clear()
+
+    yield set_speedup
+    precision.decide_bf16.cache_clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import _bpe_tokenizer
@@ -76,3 +77,83 @@ def test_unknown_catalog_name_for_pull():
 
     with pytest.raises(UserError, match=r"unknown catalog model 'gema-3-270m' \(did you mean 'gemma-3-270m'\?\)"):
         pull("gema-3-270m")
+
+
+CONVERT_SCRIPT = """
+import sys, time
+from pathlib import Path
+sys.path[:0] = [{site!r}, {tests!r}]
+import tasktune.models.catalog as catalog
+from tasktune.rundir import setup_logging
+catalog.CATALOG["tiny-gguf"] = catalog.CatalogEntry(
+    packages=("tiny-gguf-pkg==0.1",), module="tiny_gguf_pkg", gguf="assemble()", size="tiny", languages="en",
+    licence="MIT")
+setup_logging()
+if sys.argv[1] == "hold":          # take the lock and hang until killed
+    with catalog.conversion_lock("tiny-gguf"):
+        print("holding", flush=True)
+        time.sleep(600)
+print(catalog.catalog_path("tiny-gguf"))
+"""
+
+ASSEMBLE = """
+import shutil, time
+from pathlib import Path
+
+def assemble(dest):
+    # Like the real chunked packages: join the parts into `dest` (slowly, to widen the race).
+    with open(Path(__file__).parent / "assembled.log", "a") as f:
+        f.write("assembled\\n")
+    time.sleep(1.0)
+    shutil.copy(Path(__file__).parent / "tiny.gguf", dest)
+    return dest
+"""
+
+
+@pytest.fixture()
+def chunked_package(tmp_path):
+    """A package whose assemble() writes the GGUF (as gemma's chunked packages do), and a script using it."""
+    import os
+    from pathlib import Path
+
+    pkg = tmp_path / "site" / "tiny_gguf_pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(ASSEMBLE)
+    write_tiny_gguf(pkg / "tiny.gguf", _bpe_tokenizer())
+    script = tmp_path / "convert.py"
+    script.write_text(CONVERT_SCRIPT.format(site=str(tmp_path / "site"), tests=str(Path(__file__).parent)))
+    env = {**os.environ, "TASKTUNE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    return pkg, script, env
+
+
+def test_two_processes_convert_once_and_both_get_the_model(chunked_package):
+    import subprocess
+    import sys
+
+    pkg, script, env = chunked_package
+    procs = [subprocess.Popen([sys.executable, str(script), "convert"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    paths = {o[0].strip().splitlines()[-1] for o in outs}
+    assert len(paths) == 1 and paths.pop().endswith("models/tiny-gguf")
+    assert (pkg / "assembled.log").read_text().count("assembled") == 1   # converted once, reused by the other
+    assert any("waiting for it to finish" in o[1] for o in outs)
+    assert not (Path(env["TASKTUNE_CACHE"]) / "models/tiny-gguf.gguf").exists()  # the joined copy is cleaned up
+
+
+def test_a_killed_converter_leaves_no_stale_lock(chunked_package):
+    import subprocess
+    import sys
+
+    pkg, script, env = chunked_package
+    holder = subprocess.Popen([sys.executable, str(script), "hold"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+    finally:
+        holder.kill()
+        holder.wait()
+    done = subprocess.run([sys.executable, str(script), "convert"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1].endswith("models/tiny-gguf")

@@ -48,7 +48,7 @@ def test_lora_train_eval_export_equivalence(tiny_qwen, sentiment_files, tmp_path
     assert merged.config.id2label == {0: "negative", 1: "positive"}
 
 
-def test_dtype_policy_trainable_weights_are_fp32(tiny_qwen, tmp_path):
+def test_dtype_policy_trainable_weights_are_fp32(tiny_qwen, tmp_path, cpu_bf16):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -61,7 +61,9 @@ def test_dtype_policy_trainable_weights_are_fp32(tiny_qwen, tmp_path):
     AutoTokenizer.from_pretrained(tiny_qwen).save_pretrained(bf16)
     state = {"labels": ["a", "b"], "label_counts": {}}
     task = Classification()
-    # Inference keeps the checkpoint's dtype; full fine-tuning trains fp32 weights; LoRA trains fp32 adapters.
+    # Inference keeps the checkpoint's dtype (on a CPU with bf16 units); full fine-tuning trains fp32
+    # weights; LoRA trains fp32 adapters.
+    cpu_bf16(3.5)
     model, _ = task.build_model(str(bf16), load_config(None, [f"model.name={bf16}"]), state, for_training=False)
     assert model.dtype == torch.bfloat16
     model, _ = task.build_model(str(bf16), load_config(None, [f"model.name={bf16}"]), state, for_training=True)

@@ -167,7 +167,9 @@ class TrainConfig(Section):
         None, description="Loss weight per label: 'balanced' (inverse frequency) or {label: weight}."
     )
     seed: int = Field(42, description="Seed for weights init, data order and the train/eval split.")
-    bf16: bool = Field(False, description="bfloat16 autocast (mixed precision); trainable weights stay fp32.")
+    bf16: Literal["auto"] | bool = Field(
+        "auto", description="bfloat16 autocast (mixed precision; trainable weights stay fp32). auto: on where bf16 is "
+        "fast (GPUs with bf16, CPUs with bf16 units: a short probe decides); true: always; false: never.")
     logging_steps: int = Field(10, gt=0, description="Log loss and learning rate every N optimizer steps.")
     eval_steps: int | None = Field(None, gt=0, description="Evaluate and checkpoint every N steps; default each epoch.")
     save_total_limit: int = Field(2, ge=1, description="Newest checkpoints kept (the best one is kept too).")

@@ -107,12 +107,14 @@ def write_env(run_dir: str | Path, cfg, resumed_from: str | None) -> None:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    from tasktune.precision import decide_bf16
+
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or 'unknown'})"
     write_json(Path(run_dir) / "env.json", {
         "python": sys.version.split()[0], "platform": platform.platform(), "versions": versions,
         "seed": cfg.train.seed, "device": device, "processes": PartialState().num_processes,
         "torch_threads": torch.get_num_threads(), "git_sha": git_sha(), "command": sys.argv,
-        "resumed_from": resumed_from,
+        "resumed_from": resumed_from, "precision": decide_bf16(cfg.train.bf16).as_dict(),
     })
 
 

@@ -1,4 +1,4 @@
-"""Batched inference shared by every task: length-sorted batches, optional bf16 autocast, progress.
+"""Batched inference shared by every task: length-sorted batches, bf16 autocast where fast, progress.
 
 Sorting by length before batching wastes almost no compute on padding (predictions go back in
 input order); it changes nothing about the results, unlike length grouping during training.
@@ -15,20 +15,26 @@ def _length(feature: dict) -> int:
 
 
 def batched_outputs(model, features: list[dict], collate, transform, batch_size: int = 32,
-                    bf16: bool = False, desc: str = "predict") -> list:
-    """`transform(model(**collate(batch)).logits)` for every feature, as Python lists, in input order."""
+                    bf16: str | bool = "auto", desc: str = "predict") -> list:
+    """`transform(model(**collate(batch)).logits)` for every feature, as Python lists, in input order.
+
+    `bf16` is the train.bf16 setting (auto / true / false): autocast where `precision.decide_bf16` says.
+    """
     import torch
     from tqdm.auto import tqdm
+
+    from tasktune.precision import decide_bf16
 
     model.eval()
     order = sorted(range(len(features)), key=lambda i: _length(features[i]))
     results: list = [None] * len(features)
     device = model.device
+    autocast = decide_bf16(bf16).bf16
     bar = tqdm(total=len(features), desc=desc, unit="row", disable=len(features) < 2 * batch_size)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in collate([features[i] for i in chunk]).items()}
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             out = transform(model(**batch).logits).float().tolist()
         for i, value in zip(chunk, out):
             results[i] = value

@@ -51,7 +51,12 @@ def training_arguments(cfg, run_dir: str, has_eval: bool):
     import torch
     from transformers import TrainingArguments
 
+    from tasktune.precision import decide_bf16
+
     t = cfg.train
+    precision = decide_bf16(t.bf16)
+    log.info("precision: %s (train.bf16=%s: %s)", "bf16 autocast" if precision.bf16 else "fp32",
+             precision.setting, precision.reason)
     world = distributed_state().num_processes
     accum = accumulation_steps(t.effective_batch_size, t.batch_size, world)
     log.info("batch: %d per device x %d process(es) x %d accumulation = %d per optimizer step",
@@ -64,7 +69,7 @@ def training_arguments(cfg, run_dir: str, has_eval: bool):
         output_dir=run_dir, num_train_epochs=t.epochs, max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
         gradient_accumulation_steps=accum, learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, seed=t.seed, bf16=t.bf16,
+        warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, seed=t.seed, bf16=precision.bf16,
         logging_steps=t.logging_steps, save_total_limit=t.save_total_limit,
         load_best_model_at_end=has_eval, metric_for_best_model=t.best_metric if has_eval else None,
         greater_is_better=greater_is_better(t.best_metric), dataloader_num_workers=t.num_workers,

@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -107,11 +108,35 @@ def catalog_path(name: str) -> str | None:
 
     out = models_dir() / name
     if not is_converted(out):
-        gguf_file = _gguf_file(name, entry, module_dir)
-        convert_gguf(gguf_file, out, _source(name, entry), entry.chat_template)
-        if entry.gguf == "assemble()":
-            gguf_file.unlink()  # our joined copy of the chunks; the package can join them again
+        with conversion_lock(name):
+            if not is_converted(out):  # another process may have finished it while we waited
+                gguf_file = _gguf_file(name, entry, module_dir)
+                convert_gguf(gguf_file, out, _source(name, entry), entry.chat_template)
+                if entry.gguf == "assemble()":
+                    gguf_file.unlink()  # our joined copy of the chunks; the package can join them again
     return str(out)
+
+
+@contextmanager
+def conversion_lock(name: str):
+    """Hold the lock on converting catalog model `name`; a second process waits here, then reuses the result.
+
+    The lock is an OS file lock (filelock: flock on Unix, msvcrt on Windows): the OS drops it when its
+    holder dies, so a converter killed midway leaves no stale lock behind, only a lock file.
+    """
+    from filelock import FileLock, Timeout
+
+    models_dir().mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(models_dir() / f".{name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("another process is converting %s; waiting for it to finish", name)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def pull(name: str) -> dict:

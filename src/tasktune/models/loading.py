@@ -88,12 +88,17 @@ def load_tokenizer(path: str, padding_side: str = "right"):
 
 
 def torch_dtype(name: str):
-    """'auto' or a torch dtype for from_pretrained's `dtype=`; 'auto' keeps the checkpoint's dtype."""
-    if name == "auto":
-        return "auto"
+    """A value for from_pretrained's `dtype=`: 'auto' keeps the checkpoint's dtype, except on a CPU
+    without bf16 units, where half-precision weights would run every matmul ~100x slower: float32 there."""
     import torch
 
-    return getattr(torch, name)
+    if name != "auto":
+        return getattr(torch, name)
+    from tasktune.precision import decide_bf16
+
+    if torch.cuda.is_available() or decide_bf16("auto").bf16:
+        return "auto"
+    return torch.float32
 
 
 def to_device(model):

@@ -85,17 +85,23 @@ def adapter_base(folder: str | Path) -> str:
     return base
 
 
-def quantization_kwargs(mode: str | None) -> dict:
-    """from_pretrained kwargs that load a base model in 4 or 8 bits (bitsandbytes); {} for None."""
+def quantization_kwargs(mode: str | None, bf16="auto") -> dict:
+    """from_pretrained kwargs that load a base model in 4 or 8 bits (bitsandbytes); {} for None.
+
+    `bf16` is the train.bf16 setting: 4-bit layers compute in bf16 where it is fast (the QLoRA
+    recipe), else in fp16 on a GPU and fp32 on a CPU without bf16 units.
+    """
     if mode is None:
         return {}
     import torch
     from transformers import BitsAndBytesConfig
 
+    from tasktune.precision import decide_bf16
+
     if mode == "8bit":
         return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
-    # NF4 with double quantization, computing in bf16 where the hardware has it (the QLoRA recipe).
-    compute = torch.bfloat16 if (not torch.cuda.is_available() or torch.cuda.is_bf16_supported()) else torch.float16
+    fast = decide_bf16(bf16).bf16
+    compute = torch.bfloat16 if fast else torch.float16 if torch.cuda.is_available() else torch.float32
     return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                       bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)}
 
@@ -111,7 +117,7 @@ def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool
     """
     import torch
 
-    quant = quantization_kwargs(cfg.model.quantization)
+    quant = quantization_kwargs(cfg.model.quantization, cfg.train.bf16)
     if is_adapter(path):
         return load_adapter(loader(adapter_base(path), **quant), path)
     model = loader(path, **(quant if for_training else {}))

@@ -38,16 +38,20 @@ def _clean(text: str, context: str) -> tuple[str | None, int | None]:
 
 
 def generate_answers(path: str, rows: list[dict], language: str, batch_size: int = 8,
-                     max_new_tokens: int = 32, bf16: bool = False) -> list[dict]:
-    """One prediction per row: {id, question, answer (None = no answer), start, end, generated}."""
+                     max_new_tokens: int = 32, bf16: str | bool = "auto") -> list[dict]:
+    """One prediction per row: {id, question, answer (None = no answer), start, end, generated}.
+
+    `bf16` is the train.bf16 setting: autocast where `precision.decide_bf16` says."""
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
 
-    from tasktune.models.loading import load_tokenizer, to_device
+    from tasktune.models.loading import load_tokenizer, to_device, torch_dtype
+    from tasktune.precision import decide_bf16
 
     tok = load_tokenizer(path, "left")
-    model = to_device(AutoModelForCausalLM.from_pretrained(path)).eval()
+    model = to_device(AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype("auto"))).eval()
+    autocast = decide_bf16(bf16).bf16
     template = PROMPTS["zh" if language == "zh" else "en"]
     prompts = []
     for r in rows:
@@ -60,7 +64,7 @@ def generate_answers(path: str, rows: list[dict], language: str, batch_size: int
     for start in tqdm(range(0, len(order), batch_size), desc="zero-shot", unit="batch"):
         chunk = order[start:start + batch_size]
         batch = tok([prompts[i] for i in chunk], return_tensors="pt", padding=True).to(model.device)
-        with torch.no_grad(), torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.no_grad(), torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=autocast):
             gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tok.pad_token_id)
         texts = tok.batch_decode(gen[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -1,0 +1,94 @@
+"""bf16 only where it is fast: the decision, where it applies, and what the run folder records."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from conftest import base_config
+
+
+def test_auto_follows_the_cpu_probe(cpu_bf16):
+    from tasktune.precision import decide_bf16
+
+    cpu_bf16(0.01)   # AVX2 only: bf16 emulated, ~100x slower
+    slow = decide_bf16("auto")
+    assert (slow.bf16, slow.device, slow.speedup) == (False, "cpu", 0.01)
+    assert "no bf16 units" in slow.reason
+    cpu_bf16(3.5)    # AMX
+    assert decide_bf16("auto").bf16 is True
+    cpu_bf16(1.1)    # a small gain does not pay for autocast's casts
+    assert decide_bf16("auto").bf16 is False
+
+
+def test_false_never_probes_and_true_warns_once_where_slow(cpu_bf16, monkeypatch, caplog):
+    from tasktune import precision
+
+    cpu_bf16(0.01)
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: pytest.fail("probed although bf16 is false"))
+    assert precision.decide_bf16(False).bf16 is False
+    cpu_bf16(0.01)
+    with caplog.at_level(logging.WARNING, logger="tasktune"):
+        assert precision.decide_bf16(True).bf16 is True
+        assert precision.decide_bf16(True).bf16 is True
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "0.01x the speed of fp32" in warnings[0] and "train.bf16=auto" in warnings[0]
+
+
+def test_half_precision_checkpoints_load_in_fp32_where_bf16_is_slow(cpu_bf16):
+    import torch
+
+    from tasktune.models.loading import torch_dtype
+
+    cpu_bf16(0.01)
+    assert torch_dtype("auto") == torch.float32
+    assert torch_dtype("bfloat16") == torch.bfloat16   # asked for by name: given
+    cpu_bf16(3.5)
+    assert torch_dtype("auto") == "auto"                # the checkpoint's own dtype
+
+
+def test_qlora_compute_dtype_follows_the_decision(cpu_bf16):
+    import torch
+
+    from tasktune.models.peft_adapters import quantization_kwargs
+
+    pytest.importorskip("bitsandbytes")
+    cpu_bf16(0.01)
+    assert quantization_kwargs("4bit", "auto")["quantization_config"].bnb_4bit_compute_dtype == torch.float32
+    cpu_bf16(3.5)
+    assert quantization_kwargs("4bit", "auto")["quantization_config"].bnb_4bit_compute_dtype == torch.bfloat16
+    assert quantization_kwargs(None, "auto") == {}
+
+
+def test_probe_is_fast_and_measures_a_ratio():
+    import time
+
+    from tasktune import precision
+
+    precision.cpu_bf16_speedup.cache_clear()
+    start = time.perf_counter()
+    ratio = precision.cpu_bf16_speedup()
+    # "A few tens of milliseconds": even emulated bf16 (AVX2) stops after one slow sample.
+    assert time.perf_counter() - start < 2.0
+    assert 0 < ratio < 100
+
+
+@pytest.mark.parametrize("speedup,expect", [(0.01, False), (3.5, True)])
+def test_training_uses_and_records_the_decision(tiny_bert, sentiment_files, tmp_path, cpu_bf16, speedup, expect):
+    from tasktune.config import load_config
+    from tasktune.engine.trainer import training_arguments
+
+    cpu_bf16(speedup)
+    cfg = load_config(None, base_config(tiny_bert, *sentiment_files, tmp_path / "run"))
+    assert cfg.train.bf16 == "auto"                      # the default
+    assert training_arguments(cfg, str(tmp_path / "run"), has_eval=True).bf16 is expect
+    if expect:
+        return
+    from tasktune.run import train
+
+    train(load_config(None, base_config(tiny_bert, *sentiment_files, tmp_path / "run", **{"train.epochs": 1})))
+    env = json.loads((tmp_path / "run" / "env.json").read_text())
+    assert env["precision"]["bf16"] is False and env["precision"]["speedup"] == speedup
+    assert env["precision"]["setting"] == "auto"
