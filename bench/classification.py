@@ -30,7 +30,7 @@ COMMON = [
     "train.epochs=1", "train.batch_size=2", "train.effective_batch_size=8", "train.learning_rate=2.0e-4",
     "train.warmup_ratio=0.1", "train.bf16=auto", "train.eval_during_training=false",
 ]
-METHODS = {"label_scoring": ["model.method=label_scoring"], "head": ["model.method=head"]}
+METHODS = {"label_scoring": ["task.method=label_scoring"], "head": ["task.method=head"]}
 
 
 def train_run(out: Path, method: str, seed: int, rows: tuple[int, int], baselines: bool) -> dict:

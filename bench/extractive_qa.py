@@ -80,11 +80,15 @@ def build_data(out: Path, split_seed: int, eval_paragraphs: int, negative_share:
 
 def finished_with(folder: Path, args: list[str]) -> bool:
     """Whether `folder` is a finished, evaluated run of the config `args` give, on the same data files
-    (same content by sha256, wherever the run was started from): what --reuse keeps."""
+    (same content by sha256, wherever the run was started from), trained by this code version (the git
+    sha in its env.json): what --reuse keeps."""
     from tasktune.config import load_config
     from tasktune.fingerprint import sha256_files
+    from tasktune.rundir import git_sha
 
     if not (folder / "eval" / "eval" / "metrics.json").is_file():
+        return False
+    if json.loads((folder / "env.json").read_text()).get("git_sha") != git_sha(Path(__file__).parent):
         return False
     want = load_config(None, args)
     skip = {"output_dir": True, "data": {"train", "eval"}}
@@ -109,29 +113,33 @@ def crossfit(out: Path, run_folder: Path, eval_path: Path, seed: int = 0) -> tup
     """Predictions with a null threshold fitted on the other half of the eval paragraphs (2-fold, seeded).
 
     A threshold fitted on the rows it is scored on (`eval --tune-null-threshold`) flatters; this is
-    the honest figure for "tuned threshold". Written as a run-like folder for `tasktune compare`.
+    the honest figure for "tuned threshold". Rows are matched to predictions by id. Written as a
+    run-like folder (predictions + best/tasktune.json) for `tasktune compare`.
     """
+    from tasktune.atomic import write_json
     from tasktune.tasks import qa_spans
     from tasktune.tasks.extractive_qa import ExtractiveQA
 
-    task, state = ExtractiveQA(), {"language": "zh"}
-    preds = [json.loads(x) for x in (run_folder / "eval" / "eval" / "predictions.jsonl").read_text().splitlines()]
+    task = ExtractiveQA()
+    meta = json.loads((run_folder / "best" / "tasktune.json").read_text())
+    state = meta["state"]
+    preds = {p["id"]: p for p in map(json.loads, (run_folder / "eval/eval/predictions.jsonl").read_text().splitlines())}
     rows = [json.loads(x) for x in eval_path.read_text(encoding="utf-8").splitlines()]
     paras = sorted({r["record_id"] for r in rows})
     random.Random(seed).shuffle(paras)
     half = set(paras[::2])
-    decided, thresholds = [None] * len(rows), {}
+    decided, thresholds = {}, {}
     for fold in (True, False):
-        fit = [i for i, r in enumerate(rows) if (r["record_id"] in half) == fold]
-        fitted, _, _ = task.fit_thresholds([preds[i] for i in fit], [rows[i] for i in fit], state)
+        fitted, _, _ = task.tune([preds[r["id"]] for r in rows if (r["record_id"] in half) == fold], state)
         thresholds[f"fold{int(fold)}"] = fitted["null_threshold"]
-        for i, r in enumerate(rows):
+        for r in rows:
             if (r["record_id"] in half) != fold:
-                decided[i] = qa_spans.decide(dict(preds[i]), fitted["null_threshold"])
+                decided[r["id"]] = qa_spans.decide(dict(preds[r["id"]]), fitted["null_threshold"])
+    decided = [decided[r["id"]] for r in rows]
     folder = out / f"{run_folder.name}-crossfit"
-    (folder / "eval" / "eval").mkdir(parents=True, exist_ok=True)
     write_jsonl(folder / "eval" / "eval" / "predictions.jsonl", decided)
-    metrics = task.metrics(decided, rows, state)
+    write_json(folder / "best" / "tasktune.json", {**meta, "crossfit_thresholds": thresholds})
+    metrics = task.metrics(decided, state)
     return folder, {"thresholds": thresholds, **{k: round(metrics[k], 2) for k in ("exact", "f1", "has_answer_f1",
                                                                                   "no_answer_f1")}}
 

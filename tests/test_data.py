@@ -77,7 +77,7 @@ def test_split_seed_is_separate_from_training_seed(tmp_path):
     from tasktune.tasks import get_task
 
     write_jsonl(tmp_path / "t.jsonl", make_rows(60))
-    base = ["model.name=x", f"data.train={tmp_path / 't.jsonl'}", "data.eval=0.2"]
+    base = ["task=classification", "model.name=x", f"data.train={tmp_path / 't.jsonl'}", "data.eval=0.2"]
 
     def eval_ids(*extra):
         return load_splits(load_config(None, base + list(extra)), get_task("classification")).info["split"]["eval_ids"]

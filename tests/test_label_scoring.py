@@ -13,7 +13,7 @@ PROMPT = "review: {text} sentiment:"
 
 
 def scoring_overrides(verbalizer: str) -> list[str]:
-    return ["model.method=label_scoring", f"task.prompt={PROMPT}", f"task.verbalizer={verbalizer}"]
+    return ["task.method=label_scoring", f"task.prompt={PROMPT}", f"task.verbalizer={verbalizer}"]
 
 
 @pytest.mark.parametrize("verbalizer, width", [
@@ -27,15 +27,18 @@ def test_batched_scores_equal_brute_force(tiny_qwen, verbalizer, width):
 
     from tasktune.tasks.classification import Classification
 
-    cfg = load_config(None, [f"model.name={tiny_qwen}", "model.max_length=64", *scoring_overrides(verbalizer)])
+    cfg = load_config(None, ["task=classification", f"model.name={tiny_qwen}", "model.max_length=64",
+                             *scoring_overrides(verbalizer)])
     state = {"labels": ["negative", "positive"], "label_counts": {}}
     task = Classification()
     model, tok = task.build_model(tiny_qwen, cfg, state, for_training=False)
     rows = [{"text": "the room was clean"}, {"text": "dirty 脏"}, {"text": "ok"}]
     feats = task.prepare(rows, tok, cfg, state)
-    assert task._candidates(tok, cfg, state).width == width
+    from tasktune.tasks.label_scoring import candidates
+
+    assert candidates(tok, state["labels"], cfg.task.verbalizer).width == width
     with torch.no_grad():
-        got = task.scores(cfg, state)(model(**task.collator(tok, cfg, state)(feats)).logits)
+        got = task._scores(model, task.collator(tok, cfg, state)(feats), cfg, state)
     plain = AutoModelForCausalLM.from_pretrained(tiny_qwen).eval()
     for b, f in enumerate(feats):
         for k, label in enumerate(state["labels"]):
@@ -70,3 +73,25 @@ def test_label_scoring_lora_beats_zero_shot(tiny_qwen, sentiment_files, tmp_path
     assert (run / "best/adapter_config.json").is_file()
     again = evaluate(run=str(run))  # reloads base + adapter and the prompt from tasktune.json
     assert again["accuracy"] == pytest.approx(metrics["accuracy"])
+
+
+def test_calibrated_zero_shot_divides_by_the_content_free_prior(tiny_qwen):
+    """Contextual calibration by hand: p(label | text) / p(label | "N/A"), renormalised."""
+    from tasktune.tasks.classification import CONTENT_FREE, Classification
+
+    cfg = load_config(None, ["task=classification", f"model.name={tiny_qwen}", "model.max_length=64",
+                             *scoring_overrides("{positive: ' good', negative: ' bad room'}")])
+    state = {"labels": ["negative", "positive"], "label_counts": {}}
+    task = Classification()
+    rows = [{"id": "a", "text": "the room was clean"}, {"id": "b", "text": "dirty 脏"}]
+    found = task.zero_shot(tiny_qwen, rows, cfg, state, batch_size=2)
+    plain, calibrated = found["zero_shot"], found["zero_shot_calibrated"]
+    model, tok = task.build_model(tiny_qwen, cfg, state, for_training=False)
+    prior = task.predict(model, tok, [{"id": "cf", "text": CONTENT_FREE}], cfg, state)[0]["probs"]
+    for p, c in zip(plain, calibrated):
+        raw = {lab: p["probs"][lab] / prior[lab] for lab in state["labels"]}
+        total = sum(raw.values())
+        for lab in state["labels"]:
+            assert c["probs"][lab] == pytest.approx(raw[lab] / total, abs=1e-5)
+        assert c["label"] == max(raw, key=raw.get)
+    assert any(abs(p["probs"]["positive"] - c["probs"]["positive"]) > 1e-3 for p, c in zip(plain, calibrated))

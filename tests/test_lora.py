@@ -28,8 +28,13 @@ def test_lora_train_eval_export_equivalence(tiny_qwen, sentiment_files, tmp_path
     assert len(meta["base_model"]["sha256"]) == 64
     assert "LoRA r=4" in (run / "train.log").read_text()
 
-    metrics = evaluate(run=str(run))
-    assert 0.0 <= metrics["accuracy"] <= 1.0
+    saved = [json.loads(x) for x in (run / "eval/eval/predictions.jsonl").read_text().splitlines()]
+    saved_accuracy = json.loads((run / "eval/eval/metrics.json").read_text())["accuracy"]
+    metrics = evaluate(run=str(run))  # base + adapter reloaded from best/ give the training run's predictions
+    again = [json.loads(x) for x in (run / "eval/eval/predictions.jsonl").read_text().splitlines()]
+    for a, b in zip(again, saved):
+        assert a["label"] == b["label"] and a["probs"] == pytest.approx(b["probs"], abs=1e-5)
+    assert metrics["accuracy"] == saved_accuracy
 
     with pytest.raises(UserError, match="--merge-lora"):
         export_run(str(run), str(tmp_path / "plain"))
@@ -64,11 +69,11 @@ def test_dtype_policy_trainable_weights_are_fp32(tiny_qwen, tmp_path, cpu_bf16):
     # Inference keeps the checkpoint's dtype (on a CPU with bf16 units); full fine-tuning trains fp32
     # weights; LoRA trains fp32 adapters.
     cpu_bf16(3.5)
-    model, _ = task.build_model(str(bf16), load_config(None, [f"model.name={bf16}"]), state, for_training=False)
+    model, _ = task.build_model(str(bf16), load_config(None, ["task=classification", f"model.name={bf16}"]), state, for_training=False)
     assert model.dtype == torch.bfloat16
-    model, _ = task.build_model(str(bf16), load_config(None, [f"model.name={bf16}"]), state, for_training=True)
+    model, _ = task.build_model(str(bf16), load_config(None, ["task=classification", f"model.name={bf16}"]), state, for_training=True)
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    cfg = load_config(None, [f"model.name={bf16}", "model.lora={r: 2}"])
+    cfg = load_config(None, ["task=classification", f"model.name={bf16}", "model.lora={r: 2}"])
     model, _ = task.build_model(str(bf16), cfg, state, for_training=True)
     trainable = [p for p in model.parameters() if p.requires_grad]
     frozen = [p for p in model.parameters() if not p.requires_grad]
@@ -107,4 +112,4 @@ def test_qlora_trains_adapters_on_a_4bit_base(tiny_qwen, sentiment_files, tmp_pa
     kinds = {type(m).__name__ for m in model.modules()}
     assert "Linear4bit" in kinds  # the frozen base really is 4-bit at inference too
     with pytest.raises(UserError, match="model.quantization trains LoRA adapters"):
-        load_config(None, ["model.name=x", "model.quantization=4bit"])
+        load_config(None, ["task=classification", "model.name=x", "model.quantization=4bit"])

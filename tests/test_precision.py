@@ -23,17 +23,23 @@ def test_auto_follows_the_cpu_probe(cpu_bf16):
     assert decide_bf16("auto").bf16 is False
 
 
-def test_false_never_probes_and_true_warns_once_where_slow(cpu_bf16, monkeypatch, caplog):
+def test_false_never_probes_and_true_warns_once_where_slow(cpu_bf16, monkeypatch):
     from tasktune import precision
 
     cpu_bf16(0.01)
     monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: pytest.fail("probed although bf16 is false"))
     assert precision.decide_bf16(False).bf16 is False
     cpu_bf16(0.01)
-    with caplog.at_level(logging.WARNING, logger="tasktune"):
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # tasktune's logger does not propagate to the root (caplog)
+    logging.getLogger("tasktune").addHandler(handler)
+    try:
         assert precision.decide_bf16(True).bf16 is True
         assert precision.decide_bf16(True).bf16 is True
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    finally:
+        logging.getLogger("tasktune").removeHandler(handler)
+    warnings = [r.getMessage() for r in records]
     assert len(warnings) == 1 and "0.01x the speed of fp32" in warnings[0] and "train.bf16=auto" in warnings[0]
 
 

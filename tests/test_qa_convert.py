@@ -118,10 +118,11 @@ def test_split_keeps_a_context_on_one_side():
     from tasktune.tasks.extractive_qa import ExtractiveQA
 
     rows = qa_rows(make_records(40, seed=8))
-    kept, held = stratified_split(rows, 0.2, seed=3, group=ExtractiveQA.group_key)
+    group = lambda r: ExtractiveQA().split_keys(r)[1]  # noqa: E731
+    kept, held = stratified_split(rows, 0.2, seed=3, group=group)
     assert {r["record_id"] for r in kept}.isdisjoint({r["record_id"] for r in held})
     assert 0.15 <= len(held) / len(rows) <= 0.3 and len(kept) + len(held) == len(rows)
-    assert held == stratified_split(rows, 0.2, seed=3, group=ExtractiveQA.group_key)[1]  # seeded
+    assert held == stratified_split(rows, 0.2, seed=3, group=group)[1]  # seeded
 
 
 def test_data_inspect_has_a_qa_view(qa_bert, tmp_path, capsys):
@@ -133,12 +134,13 @@ def test_data_inspect_has_a_qa_view(qa_bert, tmp_path, capsys):
     path = write_jsonl(tmp_path / "qa.jsonl", rows)
     assert main(["data", "inspect", str(path), "--model", qa_bert, "--out", str(tmp_path / "h.png")]) == 0
     report = json.loads(capsys.readouterr().out)
-    qa = report["qa"]
+    qa = report["extractive_qa"]
+    assert report["task"] == "extractive_qa" and report["text_column"] == "context"
     assert qa["answered"] == sum(1 for r in rows if r["answers"]) and qa["no_answer"] == len(rows) - qa["answered"]
     assert qa["answered"] and qa["no_answer"]
     assert qa["contexts"] == len({r["context"] for r in rows}) and set(qa["fields"]) == {"name", "city", "title"}
     assert report["chars"]["max"] == max(len(r["context"]) for r in rows)  # the context is the long text
     tok = AutoTokenizer.from_pretrained(qa_bert)
     pairs = [len(ids) for ids in tok([r["question"] for r in rows], [r["context"] for r in rows])["input_ids"]]
-    assert report["tokens"]["max"] == max(pairs)  # question + context, as the windows see them
+    assert qa["pair_tokens"]["max"] == max(pairs)  # question + context, as the windows see them
     assert qa["one_window_share"]["256"] == round(sum(n <= 256 for n in pairs) / len(pairs), 4)

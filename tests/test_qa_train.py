@@ -122,16 +122,16 @@ def test_span_loss_smooths_over_valid_positions_and_weights_short_answers():
 
     cfg = load_config(None, ["model.name=x", "task=extractive_qa"]).task
     labels = torch.tensor([[1, 2, 3], [0, 0, 0]])
-    # uniform logits over null + 3 valid tokens: every position has probability 1/4
-    plain = span_loss(cfg, 0.0)({"logits": _logits(3)}, labels)
+    # uniform logits over null + 3 valid tokens: every position has probability 1/4 (the loss sums 2 windows)
+    plain = span_loss(_logits(3), labels, cfg, 0.0) / 2
     assert plain.item() == pytest.approx(torch.log(torch.tensor(4.0)).item())
-    smoothed = span_loss(cfg, 0.2)({"logits": _logits(3)}, labels)
+    smoothed = span_loss(_logits(3), labels, cfg, 0.2) / 2
     assert smoothed.item() == pytest.approx(plain.item())  # smoothing stays on the 4 valid slots: finite, equal
     short = cfg.model_copy(update={"short_field_weight": 3.0})
     # row 0's answer has 3 characters (short): weight 3, row 1 weight 1 -> mean (3 + 1) / 2 = 2x
-    assert span_loss(short, 0.0)({"logits": _logits(3)}, labels).item() == pytest.approx(2 * plain.item())
+    assert (span_loss(_logits(3), labels, short, 0.0) / 2).item() == pytest.approx(2 * plain.item())
     boost = cfg.model_copy(update={"short_field_boost": 3.0})
-    assert span_loss(boost, 0.0)({"logits": _logits(3)}, labels).item() == pytest.approx(1.5 * plain.item())
+    assert (span_loss(_logits(3), labels, boost, 0.0) / 2).item() == pytest.approx(1.5 * plain.item())
 
 
 def test_null_margin_loss_pushes_null_on_negatives_only_when_violated():
@@ -143,7 +143,7 @@ def test_null_margin_loss_pushes_null_on_negatives_only_when_violated():
     logits = _logits(3)
     logits[1, 0] = 5.0  # the negative row's null beats every span by 10 > margin: no extra loss there
     labels = torch.tensor([[1, 2, 3], [0, 0, 0]])
-    extra = span_loss(cfg, 0.0)({"logits": logits}, labels) - span_loss(base, 0.0)({"logits": logits}, labels)
+    extra = span_loss(logits, labels, cfg, 0.0) / 2 - span_loss(logits, labels, base, 0.0) / 2
     # row 0: gold span 0 vs null 0 -> hinge 1 - 0 = 1; row 1: satisfied -> 0; mean over 2 rows
     assert extra.item() == pytest.approx(0.5)
 

@@ -55,14 +55,14 @@ def cmd_eval(a):
         raise UserError("eval --set needs --config FILE (it overrides that config's keys)")
     config = load_config(a.config, a.set or []) if a.config else None
     return evaluate(run=a.run, model=a.model, task_name=a.task, data=a.data, baseline=a.baseline,
-                    columns=_columns(a.column), out=a.out, config=config, tune_null_threshold=a.tune_null_threshold)
+                    columns=_columns(a.column), out=a.out, config=config, tune=a.tune)
 
 
 def cmd_predict(a):
     from tasktune.run import predict
 
     predict(a.run, text=a.text, input=a.input, output=a.output, interactive=a.interactive, batch_size=a.batch_size,
-            question=a.question)
+            extra={"question": a.question})
 
 
 def cmd_compare(a):
@@ -80,7 +80,7 @@ def cmd_export(a):
 def cmd_inspect(a):
     from tasktune.data.inspect import inspect_file
 
-    return inspect_file(a.file, model=a.model, columns=_columns(a.column), out=a.out)
+    return inspect_file(a.file, model=a.model, columns=_columns(a.column), task=a.task, out=a.out)
 
 
 def cmd_convert(a):
@@ -116,15 +116,17 @@ def cmd_tasks(a):
             for name, cls in TASKS.items()}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from tasktune.config import config_help
+def build_parser(task: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; `train --help` lists the config keys, the task's own for `task` (else every family's)."""
+    from tasktune.config import config_help, task_help
 
     p = argparse.ArgumentParser(prog="tasktune", description="Fine-tune, evaluate and compare language models "
                                 "for NLP tasks from one YAML file.")
     p.add_argument("--version", action="version", version=f"tasktune {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = p.add_subparsers(dest="verb", required=True, metavar="COMMAND")
-    epilog = "config keys (set in YAML or as key.sub=value):\n" + "\n".join(config_help())
+    epilog = "\n".join(["config keys (set in YAML or as key.sub=value):", *config_help(), "",
+                        *task_help([task] if task else None)])
 
     t = sub.add_parser("train", help="train a model from a YAML config into its run folder", epilog=epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="output folder; default RUN/eval/<split>")
     e.add_argument("--config", help="with --model: a config whose task settings to use (prompt, labels...)")
     e.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --config: override a key, repeatable")
-    e.add_argument("--tune-null-threshold", action="store_true",
-                   help="extractive_qa: fit the no-answer threshold(s) maximising F1 on these rows and store them "
-                        "in RUN/best/tasktune.json")
+    e.add_argument("--tune-null-threshold", "--tune", dest="tune", action="store_true",
+                   help="fit the task's decision thresholds on these rows and store them in RUN/best/tasktune.json "
+                        "(extractive_qa: the no-answer threshold(s) maximising F1)")
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("predict", help="predict with a trained run")
@@ -159,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=32)
     r.set_defaults(func=cmd_predict)
 
-    c = sub.add_parser("compare", help="runs and baselines on the same eval rows, with bootstrap 95% intervals")
+    c = sub.add_parser("compare", help="runs and baselines on the same eval rows, with bootstrap 95%% intervals")
     c.add_argument("runs", nargs="+", help="run folders")
     c.add_argument("--split", default="eval", help="eval/<split> to compare (default eval)")
     c.add_argument("--out", help="write the table as JSON here")
@@ -178,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file")
     i.add_argument("--model", help="tokenizer to count tokens with")
     i.add_argument("--column", action="append", metavar="FIELD=COLUMN", help="column mapping, repeatable")
+    i.add_argument("--task", help="the task whose view to add (default: the family whose columns the file has)")
     i.add_argument("--out", help="histogram PNG path; default <file stem>.lengths.png")
     i.set_defaults(func=cmd_inspect)
     cv = d.add_parser("convert", help="convert SQuAD/CMRC JSON or field records into extractive_qa rows (jsonl)")
@@ -207,9 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _task_names() -> list[str]:
+    from tasktune.tasks import TASKS
+
+    return list(TASKS)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error)."""
-    args = build_parser().parse_args(argv)
+    from tasktune.config import task_named_in
+
+    argv = sys.argv[1:] if argv is None else argv
+    named = task_named_in(next((x for x in argv if x.endswith((".yaml", ".yml"))), None))
+    args = build_parser(named if named in _task_names() else None).parse_args(argv)
     from tasktune.rundir import setup_logging
 
     setup_logging()  # progress lines (e.g. a first-use model conversion) show from the first step

@@ -10,13 +10,21 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, create_model, field_validator,
+                      model_validator)
 
 from tasktune.errors import UserError, did_you_mean
+
+# The schedules transformers' Trainer accepts (transformers.trainer_utils.SchedulerType; a test keeps
+# them in step), checked when the config is read rather than inside training.
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+              "warmup_stable_decay", "greedy")
 
 
 class Section(BaseModel):
@@ -24,59 +32,14 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class TaskConfig(Section):
-    name: str = Field("classification", description="Task family: one of `tasktune tasks`, e.g. classification.")
-    labels: list[str] | None = Field(
-        None, description="Label set in a fixed order; inferred (sorted) from the training data when absent."
-    )
+class TaskSettings(Section):
+    """The `task:` section. Each family subclasses it in its own file (tasks/<name>.py) with its settings."""
 
-    prompt: str | None = Field(
-        None, description="label_scoring prompt with {text}, e.g. '评论：{text}\\n情感（正面或负面）：'."
-    )
-    verbalizer: dict[str, str | list[str]] | None = Field(
-        None, description="label_scoring: label -> word (or list of words) the LM should say, e.g. {positive: 正面}."
-    )
-    label_score: Literal["sum", "mean"] = Field(
-        "sum", description="label_scoring: a word's score is the sum or mean of its tokens' log-probabilities."
-    )
+    name: str = Field(..., description="Task family: one of `tasktune tasks`, e.g. classification.")
 
-    # extractive_qa
-    doc_stride: int = Field(64, gt=0, description="extractive_qa: tokens shared by consecutive windows of a long context.")
-    max_answer_tokens: int = Field(64, gt=0, description="extractive_qa: longest answer span considered, in tokens.")
-    n_best: int = Field(5, gt=0, description="extractive_qa: candidate answers kept per question in predictions.")
-    null_threshold: float = Field(
-        0.0, description="extractive_qa: answer only when best span score - null score > this; "
-        "`tasktune eval RUN --tune-null-threshold` fits it.")
-    field_thresholds: dict[str, float] = Field(
-        default_factory=dict, description="extractive_qa: null threshold per field, e.g. {title: 1.5}.")
-    metric_language: Literal["auto", "zh", "en"] = Field(
-        "auto", description="extractive_qa: EM/F1 rules: zh = CMRC 2018 (characters), en = SQuAD (words), "
-        "auto = zh when the contexts are mostly Chinese.")
-    questions: dict[str, str] | None = Field(
-        None, description="extractive_qa: field -> question for predicting on records; default: the training "
-        "data's questions per field.")
-    short_field_chars: int = Field(4, gt=0, description="extractive_qa: answers of at most this many characters are 'short'.")
-    short_field_weight: float = Field(
-        1.0, ge=1.0, description="extractive_qa: loss weight of samples with a short answer (1 = off).")
-    short_field_boost: float = Field(
-        0.0, ge=0.0, description="extractive_qa: adds boost / answer characters to each answer's loss weight (0 = off).")
-    null_margin: float = Field(
-        0.0, ge=0.0, description="extractive_qa: margin by which the null score should beat every span on a "
-        "no-answer sample, and lose to the gold span on an answered one.")
-    null_margin_weight: float = Field(
-        0.0, ge=0.0, description="extractive_qa: weight of that margin loss (0 = off). Misses answers: lower the "
-        "margin; false answers: raise it.")
-
-    @field_validator("verbalizer", mode="before")
-    @classmethod
-    def _keys_as_text(cls, v):
-        return None if v is None else {str(k): w for k, w in v.items()}
-
-    @field_validator("labels", mode="before")
-    @classmethod
-    def _labels_as_text(cls, v):
-        # YAML reads 0/1 labels as ints; data files give text: compare both as text.
-        return None if v is None else [str(x) for x in v]
+    def check(self, cfg) -> str | None:
+        """A rule across config sections (e.g. a window stride against model.max_length): the error, or None."""
+        return None
 
 
 class LoraSettings(Section):
@@ -102,9 +65,14 @@ class ModelConfig(Section):
         None, description="Load the frozen base in 4 or 8 bits (bitsandbytes) and train LoRA on it: QLoRA."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
-    method: Literal["head", "label_scoring"] = Field(
-        "head", description="classification: a new head on the backbone, or a causal LM scoring label words."
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_moved(cls, values):
+        if isinstance(values, dict) and "method" in values:
+            raise ValueError(f"model.method is now task.method (it belongs to the task); write "
+                             f"task.method: {values['method']}")
+        return values
 
     @model_validator(mode="after")
     def _quantization_needs_lora(self):
@@ -143,6 +111,11 @@ class EarlyStoppingConfig(Section):
     min_delta: float = Field(0.0, ge=0.0, description="Smallest change of the metric that counts as improvement.")
     metric: str | None = Field(None, description="Metric to watch (e.g. eval_macro_f1); default: train.best_metric.")
 
+    @field_validator("metric")
+    @classmethod
+    def _eval_prefix(cls, v):
+        return v if v is None or v.startswith("eval_") else f"eval_{v}"
+
 
 class TrainConfig(Section):
     epochs: float = Field(3.0, gt=0, description="Passes over the training data.")
@@ -159,13 +132,10 @@ class TrainConfig(Section):
         description="Peak learning rate of the task's newly made head layers (span head, classification head); "
                     "null: train.learning_rate. A new head on a frozen or LoRA backbone often wants 10-100x more.",
     )
-    lr_scheduler: str = Field("linear", description="Schedule after warmup: linear, cosine, constant, ...")
+    lr_scheduler: Literal[SCHEDULERS] = Field("linear", description="Schedule after warmup: " + ", ".join(SCHEDULERS) + ".")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps spent warming up the learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the task's loss.")
-    class_weights: Literal["balanced"] | dict[str, float] | None = Field(
-        None, description="Loss weight per label: 'balanced' (inverse frequency) or {label: weight}."
-    )
     seed: int = Field(42, description="Seed for weights init, data order and the train/eval split.")
     bf16: Literal["auto"] | bool = Field(
         "auto", description="bfloat16 autocast (mixed precision; trainable weights stay fp32). auto: on where bf16 is "
@@ -183,7 +153,25 @@ class TrainConfig(Section):
     resume: Literal["auto", "never"] = Field(
         "auto", description="auto: an unfinished run folder continues from its newest complete checkpoint."
     )
-    report_to: list[str] = Field(default_factory=list, description="Trackers: tensorboard, wandb, mlflow.")
+    report_to: list[str] = Field(
+        default_factory=list, description="Trackers (installed separately): tensorboard, wandb, mlflow, ...; a name "
+        "or a list.")
+    eval_sample: int | None = Field(
+        None, gt=0, description="Compute the task's metrics during training on at most this many eval rows (seeded; "
+        "eval loss and the final evaluation use every row). Generation and retrieval tasks want it.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _class_weights_moved(cls, values):
+        if isinstance(values, dict) and "class_weights" in values:
+            raise ValueError(f"train.class_weights is now task.class_weights (weights name the task's labels); "
+                             f"write task.class_weights: {values['class_weights']}")
+        return values
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_tracker(cls, v):
+        return [] if v in (None, "none") else [v] if isinstance(v, str) else v
 
     @field_validator("best_metric")
     @classmethod
@@ -197,7 +185,10 @@ class BaselineConfig(Section):
 
 
 class Config(Section):
-    task: TaskConfig = Field(default_factory=TaskConfig)
+    """The whole run config. Validate through `load_config` / `config_from_dict`, which pick the task's
+    own `task:` section class from the registry (`config_class`)."""
+
+    task: SerializeAsAny[TaskSettings]
     model: ModelConfig
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -205,20 +196,10 @@ class Config(Section):
     output_dir: str = Field("runs/default", description="The run folder.")
 
     @model_validator(mode="after")
-    def _label_scoring_needs_prompt(self):
-        if self.model.method == "label_scoring":
-            if not self.task.prompt or "{text}" not in self.task.prompt:
-                raise ValueError("model.method label_scoring needs task.prompt containing {text}")
-            if not self.task.verbalizer:
-                raise ValueError("model.method label_scoring needs task.verbalizer (label -> word)")
-        return self
-
-    @model_validator(mode="after")
-    def _windows_fit(self):
-        if self.task.name == "extractive_qa" and self.task.doc_stride >= self.model.max_length // 2:
-            raise ValueError(f"task.doc_stride {self.task.doc_stride} must be below half of model.max_length "
-                             f"{self.model.max_length} (windows hold the question too); e.g. "
-                             f"task.doc_stride={max(1, self.model.max_length // 4)}")
+    def _task_rules(self):
+        problem = self.task.check(self)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="before")
@@ -268,41 +249,83 @@ def _set_path(tree: dict, path: list[str], value) -> None:
     node[path[-1]] = value
 
 
-def _field_model(path: tuple) -> type[BaseModel] | None:
-    """The section class at `path` (e.g. ('train', 'early_stopping')), None when it is not a section."""
-    model: type[BaseModel] = Config
+def config_class(task_name: str) -> type[Config]:
+    """The Config class whose `task` section is task family `task_name`'s own Settings.
+
+    Raises UserError for an unknown family, listing the registry.
+    """
+    from tasktune.tasks import get_task_class
+
+    return _config_for(get_task_class(task_name).Settings)
+
+
+@functools.cache
+def _config_for(settings: type[TaskSettings]) -> type[Config]:
+    return create_model(f"{settings.__name__}Config", __base__=Config, task=(settings, ...))
+
+
+def _task_name(tree: dict) -> str | None:
+    task = tree.get("task")
+    return task if isinstance(task, str) else task.get("name") if isinstance(task, dict) else None
+
+
+def _field_model(root: type[BaseModel], path: tuple) -> type[BaseModel] | None:
+    """The section class at `path` under `root` (e.g. ('train', 'early_stopping')), None when not a section."""
+    model = root
     for part in path:
         ann = getattr(model.model_fields.get(part), "annotation", None)
+        ann = getattr(ann, "__origin__", ann) if not isinstance(ann, type) else ann  # SerializeAsAny[...]
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return None
         model = ann
     return model
 
 
-def _section_fields(loc: tuple) -> list[str]:
+def _section_fields(root: type[BaseModel], loc: tuple) -> list[str]:
     """Keys of the section that holds `loc`'s last part."""
-    model = _field_model(loc[:-1])
+    model = _field_model(root, loc[:-1])
     return list(model.model_fields) if model else []
 
 
-def _explain(err: ValidationError, source: str, lines: dict, overridden: set) -> str:
+def _explain(root: type[BaseModel], err: ValidationError, source: str, lines: dict, overridden: set) -> str:
     e = err.errors()[0]
     loc = tuple(str(p) for p in e["loc"])
     key = ".".join(loc)
     where = (f"command-line override {key}" if loc in overridden
              else f"{source} line {lines[loc]}" if loc in lines else source)
     if e["type"] == "extra_forbidden":
-        hint = did_you_mean(loc[-1], _section_fields(loc))
+        hint = did_you_mean(loc[-1], _section_fields(root, loc))
         return f"{where}: unknown key '{key}'{hint}; see `tasktune train --help` for the keys"
     if e["type"] == "missing":
-        sub = _section_fields(loc + ("",))  # a missing section: name its first required key
-        required = [f for f in sub if getattr(_field_model(loc), "model_fields")[f].is_required()] if sub else []
+        sub = _section_fields(root, loc + ("",))  # a missing section: name its first required key
+        required = [f for f in sub if _field_model(root, loc).model_fields[f].is_required()] if sub else []
         key = f"{key}.{required[0]}" if required else key
         return f"{where}: '{key}' is required; add it to the config or pass {key}=..."
     msg = e["msg"].removeprefix("Value error, ")
-    if len(loc) <= 1 and e["type"] == "value_error":  # a rule across keys: the message names them
-        return f"{where}: {msg}"
+    if e["type"] == "value_error" and (len(loc) <= 1 or "moved" in msg or " is now " in msg):
+        return f"{where}: {msg}"  # a rule across keys: the message names them
     return f"{where}: '{key}': {msg} (got {e.get('input')!r})"
+
+
+def config_from_dict(tree: dict, source: str = "config", lines: dict | None = None,
+                     overridden: set = frozenset()) -> Config:
+    """Validate a config tree with its task family's settings; UserError names the key, line or override."""
+    if isinstance(tree.get("task"), str):  # `task: classification` is shorthand for `task: {name: ...}`
+        tree = {**tree, "task": {"name": tree["task"]}}
+    name = _task_name(tree)
+    lines = lines or {}
+    if not name:
+        raise UserError(f"{source}: 'task.name' is required; add `task: {{name: ...}}` (families: `tasktune tasks`)")
+    try:
+        root = config_class(name)
+    except UserError as exc:
+        where = ("command-line override task.name" if ("task", "name") in overridden
+                 else f"{source} line {lines[('task', 'name')]}" if ("task", "name") in lines else source)
+        raise UserError(f"{where}: {exc}") from None
+    try:
+        return root.model_validate(tree)
+    except ValidationError as err:
+        raise UserError(_explain(root, err, source, lines, overridden)) from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> Config:
@@ -333,23 +356,42 @@ def load_config(path: str | Path | None, overrides: list[str] = (), base: dict |
         keys, value = parse_override(item)
         _set_path(tree, keys, value)
         overridden.add(tuple(keys))
-    try:
-        return Config.model_validate(tree)
-    except ValidationError as err:
-        raise UserError(_explain(err, source, lines, overridden)) from None
+    return config_from_dict(tree, source, lines, overridden)
 
 
 def config_help(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
     """One line per config key: `train.epochs (default 3.0): Passes over the training data.`"""
     out = []
     for name, field in model.model_fields.items():
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
+        ann = _field_model(model, (name,))
+        if ann is TaskSettings:
+            continue  # each family's task keys are listed by task_help
+        if ann is not None:
             out += config_help(ann, f"{prefix}{name}.")
             continue
         default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
         out.append(f"  {prefix}{name} ({default}): {field.description or ''}")
     return out
+
+
+def task_help(names: list[str] | None = None) -> list[str]:
+    """The `task.*` keys of the named families (all when None), one block per family."""
+    from tasktune.tasks import TASKS, get_task_class
+
+    out = []
+    for name in names or list(TASKS):
+        out.append(f"task: {{name: {name}}} keys:")
+        out += [line for line in config_help(get_task_class(name).Settings, "task.") if "task.name " not in line]
+    return out
+
+
+def task_named_in(path: str | None) -> str | None:
+    """The task family a YAML config file names, or None (for `train CFG --help`; never raises)."""
+    try:
+        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8-sig")) or {}
+        return _task_name(tree) if isinstance(tree, dict) else None
+    except (OSError, yaml.YAMLError, TypeError):
+        return None
 
 
 def to_yaml(cfg: Config) -> str:

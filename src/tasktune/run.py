@@ -20,22 +20,24 @@ from pathlib import Path
 
 from tasktune import __version__
 from tasktune.atomic import write_json, write_jsonl
-from tasktune.config import Config
+from tasktune.config import Config, config_from_dict
 from tasktune.data.dataset import check_rows, load_splits, read_rows
 from tasktune.errors import UserError
+from tasktune.metrics.format import metric_line
 from tasktune.models.loading import resolve_model, to_device
 from tasktune.models.peft_adapters import weights_sha256
 from tasktune.rundir import BEST, check_run_dir, prepare_run_dir, setup_logging, write_env
 from tasktune.tasks import get_task
+from tasktune.tasks.protocol import member
 
 log = logging.getLogger("tasktune")
-SUMMARY_KEYS = ("accuracy", "macro_f1", "exact", "f1")
 
 
 def validate(cfg: Config) -> dict:
     """Every check a run makes before loading a model; returns a summary of what training would do."""
     task = get_task(cfg.task.name)
-    resolve_model(cfg.model.name)
+    check_metrics(cfg, task)
+    resolve_model(cfg.model.name, convert=False)
     splits = load_splits(cfg, task)
     resume = check_run_dir(cfg, splits.info)
     return {"task": task.name, "train_rows": len(splits.train), "eval_rows": len(splits.eval),
@@ -46,6 +48,7 @@ def validate(cfg: Config) -> dict:
 def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
     """Train `cfg` into its run folder; returns the final eval metrics (empty without eval data)."""
     task = get_task(cfg.task.name)
+    check_metrics(cfg, task)
     model_path = resolve_model(cfg.model.name)
     splits = load_splits(cfg, task)
     run_dir = Path(cfg.output_dir)
@@ -73,13 +76,16 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
 
     set_seed(cfg.train.seed)  # new heads are initialised here, before the Trainer seeds anything
     model, tok = task.build_model(model_path, cfg, splits.state, for_training=True)
+    before = member(task, "before_training")
+    if before is not None:
+        splits = before(model, tok, splits, cfg, run_dir)
     feats = task.prepare(splits.train, tok, cfg, splits.state)
     eval_during = splits.eval and cfg.train.eval_during_training
     eval_feats = task.prepare(splits.eval, tok, cfg, splits.state) if eval_during else []
     trainer = build_trainer(task, cfg, model, tok, feats, eval_feats, splits.state, run_dir, history, callbacks,
                             eval_rows=splits.eval if eval_during else [])
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    _save_best(trainer, tok, cfg, splits.state, run_dir, model_path, ps)
+    _save_best(task, trainer, tok, cfg, splits.state, run_dir, model_path, ps)
     if not ps.is_main_process:
         return {}
     results = {}
@@ -93,7 +99,16 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
     return results.get("eval", {})
 
 
-def _save_best(trainer, tok, cfg, state, run_dir: Path, model_path: str, ps) -> None:
+def check_metrics(cfg: Config, task) -> None:
+    """train.best_metric and train.early_stopping.metric must be metrics the task reports (or eval_loss)."""
+    known = ["eval_loss"] + [f"eval_{m}" for m in task.metric_names]
+    for key, metric in (("train.best_metric", cfg.train.best_metric),
+                        ("train.early_stopping.metric", cfg.train.early_stopping.metric)):
+        if metric is not None and metric not in known:
+            raise UserError(f"{key}: {task.name} does not report '{metric}'; choose one of {', '.join(known)}")
+
+
+def _save_best(task, trainer, tok, cfg, state, run_dir: Path, model_path: str, ps) -> None:
     """best/: the model (best by train.best_metric), tokenizer and tasktune.json, renamed into place whole."""
     tmp = run_dir / f".{BEST}.tmp"
     trainer.save_model(str(tmp))
@@ -101,6 +116,9 @@ def _save_best(trainer, tok, cfg, state, run_dir: Path, model_path: str, ps) -> 
     if not ps.is_main_process:
         return
     tok.save_pretrained(str(tmp))
+    artifacts = member(task, "save_artifacts")
+    if artifacts is not None:
+        artifacts(trainer.model, tok, cfg, state, tmp)
     best_ckpt = trainer.state.best_model_checkpoint
     write_json(tmp / "tasktune.json", {
         "tasktune_version": __version__, "task": cfg.task.name, "state": state,
@@ -115,37 +133,45 @@ def _save_best(trainer, tok, cfg, state, run_dir: Path, model_path: str, ps) -> 
     tmp.rename(run_dir / BEST)
 
 
+def with_gold(task, preds: list[dict], rows: list[dict]) -> list[dict]:
+    """`preds` with each labelled row's `gold` (what the task scores a prediction against)."""
+    labelled = [all(r.get(c) is not None for c in task.label_columns) for r in rows]
+    return [{**p, "gold": task.gold(r)} if ok else p for p, r, ok in zip(preds, rows, labelled)]
+
+
 def _evaluate_rows(task, model, tok, cfg, state, rows, out_dir: Path) -> tuple[dict, list[dict]]:
     """Predict `rows`, write predictions.jsonl, metrics.json (and plots) into `out_dir`; return (metrics, preds)."""
     preds = task.predict(to_device(model), tok, rows, cfg, state, cfg.train.eval_batch_size or 32)
-    return _write_eval(task, preds, rows, state, out_dir), preds
+    preds = with_gold(task, preds, rows)
+    return _write_eval(task, preds, state, out_dir), preds
 
 
-def _write_eval(task, preds, rows, state, out_dir: Path, extra: dict | None = None) -> dict:
-    metrics = {**task.metrics(preds, rows, state), **(extra or {})}
+def _write_eval(task, preds, state, out_dir: Path, extra: dict | None = None) -> dict:
+    metrics = {**task.metrics(preds, state), **(extra or {})}
     write_jsonl(out_dir / "predictions.jsonl", preds)
-    write_json(out_dir / "metrics.json", {"rows": len(rows), **metrics})
-    if "confusion_matrix" in metrics:
-        from tasktune.plots import plot_confusion
-
-        plot_confusion(metrics["confusion_matrix"], state["labels"], out_dir / "confusion_matrix.png")
-    shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in SUMMARY_KEYS if k in metrics)
-    log.info("%s (%d rows): %s -> %s", out_dir.name, len(rows), shown, out_dir)
+    write_json(out_dir / "metrics.json", {"rows": len(preds), **metrics})
+    plots = member(task, "write_plots")
+    if plots is not None:
+        plots(metrics, state, out_dir)
+    log.info("%s (%d rows): %s -> %s", out_dir.name, len(preds), metric_line(metrics, task.summary_metrics), out_dir)
     return metrics
 
 
-def _tune_thresholds(task, state, preds, rows, out_dir: Path, run: str, before: dict) -> dict:
-    """Fit the task's decision thresholds on `rows`, store them in RUN/best/tasktune.json, re-score."""
-    new_state, preds, report = task.fit_thresholds(preds, rows, state)
+def _tune(task, state, preds, out_dir: Path, run: str, before: dict) -> dict:
+    """Fit the task's decision thresholds on labelled `preds`, store them in RUN/best/tasktune.json, re-score."""
+    tune = member(task, "tune")
+    if tune is None:
+        raise UserError(f"{task.name} has no decision threshold to tune; --tune-null-threshold is for tasks that "
+                        "have one (extractive_qa)")
+    new_state, preds, report = tune(preds, state)
     meta_path = Path(run) / BEST / "tasktune.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta["state"] = new_state
     write_json(meta_path, meta)
-    tuned = {"thresholds": report, "before_tuning": {k: before[k] for k in SUMMARY_KEYS if k in before}}
-    metrics = _write_eval(task, preds, rows, new_state, out_dir, tuned)
-    log.info("null threshold %s -> %s, stored in %s; tuned on these %d rows, so their scores are optimistic: "
-             "check on other data (data.test or --data)", state.get("null_threshold"),
-             new_state.get("null_threshold"), meta_path, len(rows))
+    tuned = {"thresholds": report, "before_tuning": {k: before[k] for k in task.summary_metrics if k in before}}
+    metrics = _write_eval(task, preds, new_state, out_dir, tuned)
+    log.info("thresholds fitted on these %d rows and stored in %s: %s. Scores on the rows a threshold was "
+             "fitted on are optimistic: check on other data (data.test or --data)", len(preds), meta_path, report)
     return metrics
 
 
@@ -157,7 +183,7 @@ def load_run(run: str | Path) -> tuple[object, Config, dict, Path]:
         hint = "it has no best/ yet: train it first" if Path(run).is_dir() else "no such folder"
         raise UserError(f"'{run}' is not a finished tasktune run ({hint}); pass a run folder or use --model")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    cfg = Config.model_validate(meta["config"])
+    cfg = config_from_dict(meta["config"], str(meta_path))
     return get_task(meta["task"]), cfg, meta["state"], best
 
 
@@ -165,10 +191,8 @@ def _eval_rows_for(task, cfg, state, data: str | None, run: str | None) -> tuple
     """(split name, labelled rows): --data's rows, or the run's own eval split."""
     if data:
         rows, table, _ = read_rows(data, task, cfg.data.columns)
-        rows = check_rows(task, rows, table.where, state, skip=cfg.data.skip_invalid_rows)
+        rows = check_rows(task, rows, table.where, cfg, state, skip=cfg.data.skip_invalid_rows)
         return Path(data).stem, rows
-    if run is None:
-        raise UserError("eval --model needs --data FILE with labelled rows")
     splits = load_splits(cfg, task, state)
     recorded = json.loads((Path(run) / "data.json").read_text(encoding="utf-8"))
     if splits.info["split"]["eval_ids"] != recorded["split"]["eval_ids"]:
@@ -181,40 +205,52 @@ def _eval_rows_for(task, cfg, state, data: str | None, run: str | None) -> tuple
 
 def evaluate(run: str | None = None, model: str | None = None, task_name: str | None = None,
              data: str | None = None, baseline: bool = False, columns: dict | None = None,
-             out: str | None = None, config: Config | None = None, tune_null_threshold: bool = False) -> dict:
+             out: str | None = None, config: Config | None = None, tune: bool = False) -> dict:
     """Evaluate a run's best model (or any `model`, with `config`'s task settings) on labelled rows.
 
     Writes predictions.jsonl and metrics.json into RUN/eval/<split>/ (or `out`); with `baseline`,
     also the baselines' predictions (baselines/<name>.jsonl) and baseline_comparison.json. With
-    `tune_null_threshold` (extractive_qa), fits the no-answer thresholds on these rows and stores
+    `tune`, fits the task's decision thresholds (extractive QA: no answer) on these rows and stores
     them in RUN/best/tasktune.json for predict.
     """
     if (run is None) == (model is None):
         raise UserError("eval takes a run folder or --model PATH (one of them)")
-    if tune_null_threshold and run is None:
+    if tune and run is None:
         raise UserError("--tune-null-threshold stores the threshold in a run's best/tasktune.json; pass a run folder")
     if run is not None:
         task, cfg, state, path = load_run(run)
         if columns:
             cfg.data.columns = {**cfg.data.columns, **columns}
+        split, rows = _eval_rows_for(task, cfg, state, data, run)
     else:
-        base = config.model_dump(mode="json") if config else {"task": task_name or "classification"}
-        base.setdefault("model", {})["name"] = model
-        base.setdefault("data", {})["columns"] = {**base.get("data", {}).get("columns", {}), **(columns or {})}
-        cfg = Config.model_validate(base)
+        cfg = _model_config(model, task_name, config, columns)
         task = get_task(cfg.task.name)
         path = resolve_model(model)
-        state = task.state_from_model(path, cfg)
-    split, rows = _eval_rows_for(task, cfg, state, data, run)
+        if not data:
+            raise UserError("eval --model needs --data FILE with labelled rows")
+        rows, table, _ = read_rows(data, task, cfg.data.columns)
+        rows = check_rows(task, rows, table.where, cfg, None, skip=cfg.data.skip_invalid_rows)
+        state = task.state_from_model(path, cfg, rows)
+        split, rows = Path(data).stem, check_rows(task, rows, table.where, cfg, state, skip=cfg.data.skip_invalid_rows)
     out_dir = Path(out) if out else (Path(run) / "eval" / split if run else Path("tasktune-eval") / Path(model).name / split)
     setup_logging()
     net, tok = task.build_model(path, cfg, state, for_training=False)
     metrics, preds = _evaluate_rows(task, net, tok, cfg, state, rows, out_dir)
-    if tune_null_threshold:
-        metrics = _tune_thresholds(task, state, preds, rows, out_dir, run, metrics)
+    if tune:
+        metrics = _tune(task, state, preds, out_dir, run, metrics)
     if baseline:
         run_baselines(task, cfg, state, rows, out_dir, metrics)
     return metrics
+
+
+def _model_config(model: str, task_name: str | None, config: Config | None, columns: dict | None) -> Config:
+    """The config for evaluating a model tasktune did not train: --config's settings, or --task's defaults."""
+    if config is None and not task_name:
+        raise UserError("eval --model needs --task NAME (see `tasktune tasks`) or --config FILE")
+    base = config.model_dump(mode="json") if config else {"task": {"name": task_name}}
+    base.setdefault("model", {})["name"] = model
+    base.setdefault("data", {})["columns"] = {**base.get("data", {}).get("columns", {}), **(columns or {})}
+    return config_from_dict(base, "eval --model")
 
 
 def run_baselines(task, cfg, state, rows, out_dir: Path, metrics: dict) -> dict:
@@ -223,18 +259,19 @@ def run_baselines(task, cfg, state, rows, out_dir: Path, metrics: dict) -> dict:
     Writes out_dir/baselines/<name>.jsonl and out_dir/baseline_comparison.json; logs a table.
     """
     methods = {"model": _summary(metrics)}
-    found = dict(task.baselines(rows, state))
-    zero_shot = getattr(task, "zero_shot", None)
+    trivial, zero_shot = member(task, "baselines"), member(task, "zero_shot")
+    found = dict(trivial(rows, state)) if trivial else {}
     if zero_shot is not None:
         base = resolve_model(cfg.baseline.model or cfg.model.name)
         found.update(zero_shot(base, rows, cfg, state, cfg.train.eval_batch_size or 16))
     for name, preds in found.items():
+        preds = with_gold(task, preds, rows)
         write_jsonl(out_dir / "baselines" / f"{name}.jsonl", preds)
-        methods[name] = _summary(task.metrics(preds, rows, state))
+        methods[name] = _summary(task.metrics(preds, state))
     comparison = {"rows": len(rows), "baseline_model": cfg.baseline.model or cfg.model.name, "methods": methods}
     write_json(out_dir / "baseline_comparison.json", comparison)
     for name, m in methods.items():
-        log.info("  %-22s %s", name, "  ".join(f"{k} {m[k]:.4f}" for k in SUMMARY_KEYS if k in m))
+        log.info("  %-22s %s", name, metric_line(m, task.summary_metrics))
     return comparison
 
 
@@ -243,31 +280,33 @@ def _summary(metrics: dict) -> dict:
 
 
 def predict(run: str, text: str | None = None, input: str | None = None, output: str | None = None,
-            interactive: bool = False, batch_size: int = 32, question: str | None = None) -> list[dict]:
+            interactive: bool = False, batch_size: int = 32, extra: dict | None = None) -> list[dict]:
     """Predict one text, a file of rows (to `output`, or stdout) or lines typed at a prompt.
 
-    `question` (extractive_qa) is asked of --text or of each typed line.
+    `extra` holds the task's other fields for --text / --interactive rows (extractive QA: a question).
     """
+    extra = {k: v for k, v in (extra or {}).items() if v is not None}
     if sum(x is not None and x is not False for x in (text, input, interactive)) != 1:
         raise UserError("predict takes exactly one of --text, --input FILE or --interactive")
     task, cfg, state, path = load_run(run)
-    if question is not None and "question" not in task.input_columns(state)[1]:
-        raise UserError(f"--question is for extractive_qa runs; '{run}' is a {task.name} run")
-    if question is not None and input is not None:
-        raise UserError("--question goes with --text or --interactive; an --input file carries a question column")
     if input is not None:
+        if extra:
+            raise UserError(f"--{next(iter(extra))} goes with --text or --interactive; an --input file carries "
+                            "that column")
         rows, table, _ = read_rows(input, task, cfg.data.columns, labelled=False, state=state)
-        rows = check_rows(task, rows, table.where, state, labelled=False)
+        rows = check_rows(task, rows, table.where, cfg, state, labelled=False)
+    else:
+        make_row = member(task, "text_row")
+        if make_row is None:
+            raise UserError(f"predict --text/--interactive is not available for {task.name} runs; use --input FILE")
+        make_row("", extra)  # refuses extras the task does not take, before the model loads
     net, tok = task.build_model(path, cfg, state, for_training=False)
     net = to_device(net)
     if interactive:
-        return _interactive(task, net, tok, cfg, state, question)
+        return _interactive(task, net, tok, cfg, state, extra)
     if text is not None:
-        rows = [_typed_row("text", text, question)]
-        problem = task.row_problem(rows[0], state, labelled=False)
-        if problem:
-            raise UserError(f"--text: {problem}")
-    preds = task.predict(net, tok, rows, cfg, state, batch_size)
+        rows = [_text_row(task, cfg, state, text, extra, "--text")]
+    preds = with_gold(task, task.predict(net, tok, rows, cfg, state, batch_size), rows)
     if output:
         write_jsonl(output, preds)
         log.info("%d predictions -> %s", len(preds), output)
@@ -277,11 +316,17 @@ def predict(run: str, text: str | None = None, input: str | None = None, output:
     return preds
 
 
-def _typed_row(row_id: str, text: str, question: str | None) -> dict:
-    return {"id": row_id, "text": text, **({"question": question} if question else {})}
+def _text_row(task, cfg, state, text: str, extra: dict, where: str) -> dict:
+    """The row the task builds from a typed text, checked as an unlabelled row."""
+    from tasktune.tasks.protocol import RowError
+
+    try:
+        return task.parse_row(task.text_row(text, extra), cfg, state, labelled=False)
+    except RowError as problem:
+        raise UserError(f"{where}: {problem}") from None
 
 
-def _interactive(task, net, tok, cfg, state, question: str | None = None) -> list[dict]:
+def _interactive(task, net, tok, cfg, state, extra: dict) -> list[dict]:
     """Read one text per line until EOF; print each prediction as it comes."""
     out = []
     prompt = sys.stdin.isatty()
@@ -294,10 +339,10 @@ def _interactive(task, net, tok, cfg, state, question: str | None = None) -> lis
             break
         if not line.strip():
             continue
-        row = _typed_row(str(len(out)), line.strip(), question)
-        problem = task.row_problem(row, state, labelled=False)
-        if problem:
-            print(f"error: {problem}", file=sys.stderr, flush=True)
+        try:
+            row = {**_text_row(task, cfg, state, line.strip(), extra, "input"), "id": str(len(out))}
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
             continue
         pred = task.predict(net, tok, [row], cfg, state, 1)[0]
         print(json.dumps(pred, ensure_ascii=False), flush=True)

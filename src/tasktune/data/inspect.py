@@ -1,8 +1,9 @@
 """`tasktune data inspect`: row counts, label balance and a token-length histogram of one file.
 
-Extractive-QA files (question and context columns) get a QA view: answered / no-answer counts,
-fields, distinct contexts, question lengths, and with a model the token length of each
-question + context pair and the share that fits in one window at common max lengths.
+Generic: counts, empty and duplicate texts, label balance of the task's label column, character
+lengths and (with a model) token lengths of the longest text column, with a histogram PNG. The task
+whose columns the file has (or `--task`) adds its own view (`Task.inspect`, e.g. extractive QA's
+answered / no-answer counts and tokens per question + context pair).
 
 Example:
     report = inspect_file("train.csv", model="runs/x/best", columns={"text": "review"})
@@ -18,75 +19,83 @@ from tasktune.data.builtin import resolve_data_path
 from tasktune.data.readers import read_table
 
 PERCENTILES = (50, 90, 95, 99)
-WINDOW_LENGTHS = (256, 384, 512)  # common model.max_length settings for extractive_qa
 
 
-def _percentiles(values: list[int]) -> dict:
+def percentiles(values: list[int]) -> dict:
+    """min, p50/p90/p95/p99, max and mean of `values` (a non-empty list)."""
     ordered = sorted(values)
     out = {f"p{p}": ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] for p in PERCENTILES}
     return {"min": ordered[0], **out, "max": ordered[-1], "mean": round(sum(ordered) / len(ordered), 1)}
 
 
-def inspect_file(path: str, model: str | None = None, columns: dict | None = None,
-                 text_field: str = "text", label_field: str = "label", out: str | None = None) -> dict:
+def _task_for(columns: list[str], mapping: dict, name: str | None):
+    """The task named `name`, or the first registered family whose required columns the file has."""
+    from tasktune.tasks import TASKS, get_task
+
+    if name:
+        return get_task(name)
+    for family in TASKS:
+        task = get_task(family)
+        if all(mapping.get(c, c) in columns for c in task.required_columns):
+            return task
+    return None
+
+
+def _text_column(rows: list[dict], columns: list[str]) -> str | None:
+    """The column holding the longest strings on average: the text worth counting tokens of."""
+    def mean_chars(col):
+        return sum(len(r[col]) for r in rows if isinstance(r.get(col), str)) / max(len(rows), 1)
+
+    texts = [c for c in columns if any(isinstance(r.get(c), str) for r in rows[:200])]
+    return max(texts, key=mean_chars) if texts else None
+
+
+def inspect_file(path: str, model: str | None = None, columns: dict | None = None, task: str | None = None,
+                 out: str | None = None) -> dict:
     """Counts, label balance, character lengths and (with `model`) token lengths + histogram PNG."""
     columns = columns or {}
     table = read_table(resolve_data_path(path))
-    qa = all(columns.get(c, c) in table.columns for c in ("question", "context"))
-    if qa and text_field == "text" and "text" not in columns:
-        text_field = "context"  # in QA rows the long text is the context
-    text_col, label_col = columns.get(text_field, text_field), columns.get(label_field, label_field)
-    report: dict = {"file": path, "rows": len(table.rows), "columns": table.columns}
-    texts = [str(r.get(text_col) or "") for r in table.rows]
-    report["empty_texts"] = sum(1 for t in texts if not t.strip())
-    report["duplicate_texts"] = len(texts) - len(set(texts))
-    if label_col in table.columns:
-        counts = Counter(str(r.get(label_col)) for r in table.rows)
-        report["labels"] = {k: {"rows": v, "share": round(v / len(table.rows), 4)} for k, v in counts.most_common()}
-    if text_col in table.columns:
-        report["chars"] = _percentiles([len(t) for t in texts])
-    if qa:
-        report["qa"] = _qa_summary(table.rows, columns)
-    if model and text_col in table.columns:
-        from tqdm.auto import tqdm
-
+    family = _task_for(table.columns, columns, task)
+    report: dict = {"file": path, "rows": len(table.rows), "columns": table.columns,
+                    "task": family.name if family else None}
+    text_col = _text_column(table.rows, table.columns)
+    texts = [str(r.get(text_col) or "") for r in table.rows] if text_col else []
+    if text_col:
+        report.update(text_column=text_col, empty_texts=sum(1 for t in texts if not t.strip()),
+                      duplicate_texts=len(texts) - len(set(texts)), chars=percentiles([len(t) for t in texts]))
+    for field in (family.label_columns if family else []):
+        col = columns.get(field, field)
+        values = [r.get(col) for r in table.rows]
+        if col in table.columns and all(isinstance(v, (str, int, float, bool)) or v is None for v in values):
+            counts = Counter(str(v) for v in values)
+            report["labels"] = {k: {"rows": v, "share": round(v / len(values), 4)} for k, v in counts.most_common()}
+    tok = None
+    if model:
         from tasktune.models.loading import load_tokenizer, resolve_model
-        from tasktune.plots import plot_histogram
 
         tok = load_tokenizer(resolve_model(model))
-        questions = [str(r.get(columns.get("question", "question")) or "") for r in table.rows] if qa else None
-        lengths = []
-        for start in tqdm(range(0, len(texts), 512), desc="tokenize", unit="batch", disable=len(texts) < 2048):
-            pair = (questions[start:start + 512],) if qa else ()
-            lengths += [len(ids) for ids in tok(*pair, texts[start:start + 512])["input_ids"]]
-        report["tokens"] = _percentiles(lengths)
-        if qa:  # question + context pairs: longer ones are read in overlapping windows
-            report["qa"]["one_window_share"] = {L: round(sum(n <= L for n in lengths) / len(lengths), 4)
-                                                for L in WINDOW_LENGTHS}
-        png = out or Path(path).stem.replace(":", "-") + ".lengths.png"  # cwd: data folders may be read-only
-        plot_histogram(lengths, png, f"token lengths of {Path(path).name} ({Path(model).name})",
-                       {k: report["tokens"][k] for k in ("p95", "p99")})
-        report["histogram"] = png
+    view = getattr(family, "inspect", None)
+    if view is not None:
+        mapped = [{field: r.get(columns.get(field, field)) for field in family.required_columns +
+                   family.optional_columns} for r in table.rows]
+        report[family.name] = view(mapped, tok)
+    if tok is not None and texts:
+        report["tokens"] = _token_histogram(tok, texts, path, model, out)
     return report
 
 
-def _qa_summary(rows: list[dict], columns: dict) -> dict:
-    """Answered / no-answer counts, fields, distinct contexts and question lengths of QA rows."""
-    from tasktune.data.convert import answers_cell
+def _token_histogram(tok, texts: list[str], path: str, model: str, out: str | None) -> dict:
+    """Token-length percentiles of `texts` and a histogram PNG (in the working folder: data folders may be
+    read-only)."""
+    from tqdm.auto import tqdm
 
-    def answers(r):
-        try:
-            return answers_cell(r.get(columns.get("answers", "answers")))
-        except ValueError:
-            return None  # counted as unlabelled; training names the line and the fix
+    from tasktune.plots import plot_histogram
 
-    given = [answers(r) for r in rows]
-    answered = sum(1 for a in given if a)
-    fields = Counter(str(r["field"]) for r in rows if r.get("field") is not None)
-    out = {"answered": answered, "no_answer": sum(1 for a in given if a == []),
-           "unlabelled": sum(1 for a in given if a is None),
-           "contexts": len({r.get(columns.get("context", "context")) for r in rows}),
-           "question_chars": _percentiles([len(str(r.get(columns.get("question", "question")) or "")) for r in rows])}
-    if fields:
-        out["fields"] = dict(fields.most_common())
-    return out
+    lengths = []
+    for start in tqdm(range(0, len(texts), 512), desc="tokenize", unit="batch", disable=len(texts) < 2048):
+        lengths += [len(ids) for ids in tok(texts[start:start + 512])["input_ids"]]
+    stats = percentiles(lengths)
+    png = out or Path(path).stem.replace(":", "-") + ".lengths.png"
+    plot_histogram(lengths, png, f"token lengths of {Path(path).name} ({Path(model).name})",
+                   {k: stats[k] for k in ("p95", "p99")})
+    return {**stats, "histogram": png}

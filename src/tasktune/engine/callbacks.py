@@ -129,6 +129,6 @@ class CompleteMarker(TrainerCallback):
             mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
 
-def greater_is_better(metric: str) -> bool:
-    """Loss-like metrics improve downwards, everything else upwards."""
-    return "loss" not in metric
+def greater_is_better(metric: str, task=None) -> bool:
+    """Whether a higher `metric` is better: eval_loss and the task's `lower_is_better` metrics improve downwards."""
+    return metric != "eval_loss" and metric.removeprefix("eval_") not in getattr(task, "lower_is_better", ())

@@ -46,7 +46,7 @@ def accumulation_steps(effective: int | None, per_device: int, world_size: int) 
     return effective // per_step
 
 
-def training_arguments(cfg, run_dir: str, has_eval: bool):
+def training_arguments(cfg, run_dir: str, has_eval: bool, task=None):
     """TrainingArguments for `cfg`, writing checkpoints into `run_dir`."""
     import torch
     from transformers import TrainingArguments
@@ -65,17 +65,23 @@ def training_arguments(cfg, run_dir: str, has_eval: bool):
     if not has_eval:
         interval = {"eval_strategy": "no"}
     save = {"save_strategy": "steps", "save_steps": t.eval_steps} if t.eval_steps else {"save_strategy": "epoch"}
-    return TrainingArguments(
-        output_dir=run_dir, num_train_epochs=t.epochs, max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
-        gradient_accumulation_steps=accum, learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, seed=t.seed, bf16=precision.bf16,
-        logging_steps=t.logging_steps, save_total_limit=t.save_total_limit,
-        load_best_model_at_end=has_eval, metric_for_best_model=t.best_metric if has_eval else None,
-        greater_is_better=greater_is_better(t.best_metric), dataloader_num_workers=t.num_workers,
-        report_to=t.report_to or "none", restore_callback_states_from_checkpoint=True,
-        remove_unused_columns=False, disable_tqdm=False, use_cpu=not torch.cuda.is_available(), **interval, **save,
-    )
+    try:
+        return TrainingArguments(
+            output_dir=run_dir, num_train_epochs=t.epochs, max_steps=t.max_steps,
+            per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
+            gradient_accumulation_steps=accum, learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler,
+            warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, seed=t.seed, bf16=precision.bf16,
+            logging_steps=t.logging_steps, save_total_limit=t.save_total_limit,
+            load_best_model_at_end=has_eval, metric_for_best_model=t.best_metric if has_eval else None,
+            greater_is_better=greater_is_better(t.best_metric, task), dataloader_num_workers=t.num_workers,
+            report_to=t.report_to or "none", restore_callback_states_from_checkpoint=True,
+            remove_unused_columns=False, disable_tqdm=False, use_cpu=not torch.cuda.is_available(), **interval, **save,
+        )
+    except (ValueError, ImportError) as exc:
+        if t.report_to and any(name in str(exc) for name in t.report_to):
+            raise UserError(f"train.report_to {t.report_to}: {str(exc).splitlines()[0]}; install the tracker's "
+                            "package or remove it from train.report_to") from None
+        raise
 
 
 def head_parameter_groups(optimizer, model, heads: list[str], lr: float) -> int:
@@ -99,31 +105,105 @@ def head_parameter_groups(optimizer, model, heads: list[str], lr: float) -> int:
     return moved
 
 
-def _trainer_class(heads: list[str], head_lr: float | None):
-    """Trainer, or a subclass whose optimizer runs `heads` at `head_lr` (Trainer has no per-module rate)."""
+def _trainer_class():
+    """tasktune's one Trainer subclass (made on first use: importing transformers' Trainer takes seconds)."""
+    global _TaskTrainer
+    if _TaskTrainer is not None:
+        return _TaskTrainer
+    import torch
     from transformers import Trainer
 
-    if head_lr is not None and not heads:
-        log.warning("train.head_learning_rate is ignored: this task and method add no head to the model")
-    if not heads or head_lr is None:
-        return Trainer
+    class TaskTrainer(Trainer):
+        """transformers.Trainer whose loss, evaluation and head learning rate come from the task.
 
-    class HeadRateTrainer(Trainer):
+        - compute_loss: the task's sum of item losses over the items (`loss_items`) of the whole
+          accumulated batch on every process, so batch 8 x 2 accumulation trains like batch 16 x 1.
+        - evaluation: the eval loss from compute_loss, then the task's own predict + metrics on the
+          eval rows (main process; broadcast), the same numbers `tasktune eval` reports.
+        - create_optimizer: the task's new heads at train.head_learning_rate (Trainer has no
+          per-module rate).
+        """
+
+        loss_is_scaled_for_ga = True  # compute_loss divides by the whole accumulated batch itself
+
+        def __init__(self, *args, task, cfg, state, eval_rows=(), **kwargs):
+            super().__init__(*args, **kwargs)
+            # Not `state` / `cfg`: Trainer owns `self.state` (its TrainerState).
+            self.task, self.task_cfg, self.task_state, self.eval_rows = task, cfg, state, list(eval_rows)
+
+        def _get_num_items_in_batch(self, batch_samples, device):
+            items = torch.tensor(sum(int(b["loss_items"]) for b in batch_samples), device=device)
+            if self.args.world_size > 1:
+                items = self.accelerator.gather(items).sum()
+            return items
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            batch = dict(inputs)
+            items = batch.pop("loss_items")
+            total = self.task.compute_loss(model, batch, self.task_cfg, self.task_state)
+            if num_items_in_batch is None:  # evaluation: this batch's mean
+                loss = total / items
+            else:  # DDP averages gradients over processes: undo it, the count is global already
+                loss = total / num_items_in_batch * self.args.world_size
+            return (loss, None) if return_outputs else loss
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss = self.compute_loss(model, inputs)
+            return loss.detach(), None, None
+
+        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                            metric_key_prefix="eval"):
+            output = super().evaluation_loop(dataloader, description, True, ignore_keys, metric_key_prefix)
+            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in self._task_metrics().items()})
+            return output
+
+        def _task_metrics(self) -> dict:
+            from accelerate.utils import broadcast_object_list
+
+            found = [{}]
+            if self.eval_rows and self.is_world_process_zero():
+                # The unwrapped model: a DDP wrapper would wait for the other processes in its forward.
+                model = self.accelerator.unwrap_model(self.model)
+                found[0] = task_metrics(self.task, model, self.processing_class, self.eval_rows, self.task_cfg,
+                                        self.task_state)
+                model.train()
+            if self.args.world_size > 1:
+                broadcast_object_list(found)
+            return found[0]
+
         def create_optimizer(self, model=None):
             fresh = self.optimizer is None
             optimizer = super().create_optimizer(model)
-            if fresh:
+            heads, head_lr = self.task.head_modules(self.task_cfg), self.task_cfg.train.head_learning_rate
+            if fresh and heads and head_lr is not None:
                 n = head_parameter_groups(optimizer, self.model if model is None else model, heads, head_lr)
                 log.info("head learning rate %g on %d tensor(s) of %s", head_lr, n, ", ".join(heads))
             return optimizer
 
-    return HeadRateTrainer
+    _TaskTrainer = TaskTrainer
+    return TaskTrainer
+
+
+_TaskTrainer = None
+
+
+def task_metrics(task, model, tokenizer, rows, cfg, state) -> dict:
+    """The task's scalar metrics of `model` on labelled `rows` (predict + aggregate), as an eval reports them."""
+    preds = task.predict(model, tokenizer, rows, cfg, state, cfg.train.eval_batch_size or cfg.train.batch_size)
+    for p, r in zip(preds, rows):
+        p["gold"] = task.gold(r)
+    return {k: v for k, v in task.aggregate(task.row_scores(preds, state), state).items()
+            if isinstance(v, (int, float))}
 
 
 def build_trainer(task, cfg, model, tokenizer, train_feats, eval_feats, state, run_dir, history, extra=(),
                   eval_rows=()):
     """A Trainer wired with the task's collator, loss and metrics and tasktune's callbacks."""
-    args = training_arguments(cfg, str(run_dir), has_eval=bool(eval_feats))
+    if cfg.train.head_learning_rate is not None and not task.head_modules(cfg):
+        log.warning("train.head_learning_rate is ignored: this task and method add no head to the model")
+    args = training_arguments(cfg, str(run_dir), has_eval=bool(eval_feats), task=task)
     callbacks = [HistoryCallback(run_dir, cfg.train.curves_every, history), CompleteMarker(), *extra]
     es = cfg.train.early_stopping
     if es.patience:
@@ -131,16 +211,21 @@ def build_trainer(task, cfg, model, tokenizer, train_feats, eval_feats, state, r
             raise UserError("train.early_stopping needs evaluation during training: set data.eval (a file or a "
                             "fraction) and keep train.eval_during_training true")
         metric = es.metric or cfg.train.best_metric
-        metric = metric if metric.startswith("eval_") else f"eval_{metric}"
-        callbacks.append(EarlyStopping(metric, es.patience, es.min_delta, greater_is_better(metric)))
-    trainer = _trainer_class(task.head_modules(cfg), cfg.train.head_learning_rate)(
+        callbacks.append(EarlyStopping(metric, es.patience, es.min_delta, greater_is_better(metric, task)))
+    trainer = _trainer_class()(
         model=model, args=args, data_collator=task.collator(tokenizer, cfg, state), train_dataset=train_feats,
-        eval_dataset=eval_feats or None, processing_class=tokenizer, compute_loss_func=task.loss(cfg, state),
-        compute_metrics=task.compute_metrics(cfg, state, list(eval_rows), eval_feats), callbacks=callbacks,
-        preprocess_logits_for_metrics=task.preprocess_logits(cfg, state),
+        eval_dataset=eval_feats or None, processing_class=tokenizer, callbacks=callbacks,
+        task=task, cfg=cfg, state=state, eval_rows=_eval_sample(eval_rows, cfg),
     )
     from transformers.trainer_callback import ProgressCallback
 
     if trainer.pop_callback(ProgressCallback):
         trainer.add_callback(QuietProgress())
     return trainer
+
+
+def _eval_sample(rows, cfg) -> list[dict]:
+    """The eval rows scored by the task's metrics during training: all, or train.eval_sample of them (seeded)."""
+    from tasktune.data.split import sample_rows
+
+    return sample_rows(list(rows), cfg.train.eval_sample, cfg.train.seed)

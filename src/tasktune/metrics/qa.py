@@ -120,27 +120,44 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def qa_metrics(preds: list[str | None], golds: list[list[str]], language: str,
-               fields: list[str | None] | None = None) -> dict:
+def score_rows(preds: list[str | None], golds: list[list[str]], language: str,
+               fields: list[str | None] | None = None) -> list[dict]:
+    """Per row: exact and f1 (0/1 scale), whether the gold has an answer, whether the prediction said
+    none, and the row's field; `summarize` turns any subset of these into the metrics."""
+    fields = fields or [None] * len(preds)
+    out = []
+    for p, g, f in zip(preds, golds, fields):
+        s = qa_scores(p, g, language)
+        out.append({"exact": s["exact"], "f1": s["f1"], "has": bool([x for x in g if x]), "none": not p,
+                    "field": f})
+    return out
+
+
+def summarize(scored: list[dict]) -> dict:
     """EM/F1 (in %, as the official scripts print), HasAns/NoAns breakdown, no-answer precision/recall,
-    and a per-field breakdown when `fields` names a field per row."""
-    scores = [qa_scores(p, g, language) for p, g in zip(preds, golds)]
-    has = [bool([x for x in g if x]) for g in golds]
-    out = {"exact": 100 * _mean([s["exact"] for s in scores]), "f1": 100 * _mean([s["f1"] for s in scores]),
-           "total": len(scores), "has_answer_total": sum(has), "no_answer_total": len(has) - sum(has)}
+    and a per-field breakdown when rows name a field, from `score_rows` entries."""
+    has = [s["has"] for s in scored]
+    out = {"exact": 100 * _mean([s["exact"] for s in scored]), "f1": 100 * _mean([s["f1"] for s in scored]),
+           "total": len(scored), "has_answer_total": sum(has), "no_answer_total": len(has) - sum(has)}
     for name, keep in (("has_answer", True), ("no_answer", False)):
-        part = [s for s, h in zip(scores, has) if h == keep]
+        part = [s for s in scored if s["has"] == keep]
         if part:
             out[f"{name}_exact"] = 100 * _mean([s["exact"] for s in part])
             out[f"{name}_f1"] = 100 * _mean([s["f1"] for s in part])
-    said_none = [not p for p in preds]
-    right_none = sum(1 for s, h in zip(said_none, has) if s and not h)
-    out["no_answer_precision"] = 100 * right_none / sum(said_none) if any(said_none) else 0.0
+    said_none = sum(s["none"] for s in scored)
+    right_none = sum(1 for s in scored if s["none"] and not s["has"])
+    out["no_answer_precision"] = 100 * right_none / said_none if said_none else 0.0
     out["no_answer_recall"] = 100 * right_none / (len(has) - sum(has)) if len(has) > sum(has) else 0.0
-    if fields and any(fields):
+    if any(s["field"] is not None for s in scored):
         by_field: dict[str, list[dict]] = {}
-        for s, f in zip(scores, fields):
-            by_field.setdefault(str(f), []).append(s)
+        for s in scored:
+            by_field.setdefault(str(s["field"]), []).append(s)
         out["per_field"] = {f: {"rows": len(v), "exact": 100 * _mean([s["exact"] for s in v]),
                                 "f1": 100 * _mean([s["f1"] for s in v])} for f, v in sorted(by_field.items())}
     return out
+
+
+def qa_metrics(preds: list[str | None], golds: list[list[str]], language: str,
+               fields: list[str | None] | None = None) -> dict:
+    """`summarize(score_rows(...))`: every metric of predicted answers (None = no answer) against golds."""
+    return summarize(score_rows(preds, golds, language, fields))

@@ -91,8 +91,9 @@ def _source(name: str, entry: CatalogEntry) -> dict:
     return {"name": name, "package": dist, "version": version}
 
 
-def catalog_path(name: str) -> str | None:
-    """The local folder for catalog `name` (converting GGUF once), None when `name` is not in the catalog.
+def catalog_path(name: str, convert: bool = True) -> str | None:
+    """The local folder for catalog `name` (converting GGUF once, unless `convert` is False: then the folder
+    it will be), None when `name` is not in the catalog.
 
     Raises UserError when it is a catalog name whose package is not installed.
     """
@@ -107,7 +108,7 @@ def catalog_path(name: str) -> str | None:
     from tasktune.models.convert import convert_gguf, is_converted
 
     out = models_dir() / name
-    if not is_converted(out):
+    if convert and not is_converted(out):
         with conversion_lock(name):
             if not is_converted(out):  # another process may have finished it while we waited
                 gguf_file = _gguf_file(name, entry, module_dir)

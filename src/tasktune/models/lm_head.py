@@ -1,10 +1,12 @@
 """LM-head trimming: language-model logits only at the positions a loss or score needs.
 
-Every decoder task shares this. With a large vocabulary the output head dominates cost: gemma-3-270m
+For decoder tasks whose scored positions differ from row to row (SFT: the response tokens after
+prompts of different lengths). With a large vocabulary the output head dominates cost: gemma-3-270m
 has 262,144 entries, so full logits for 8 x 2048 tokens take ~17 GB. Running the backbone once and
 applying the head only where needed makes that a few MB; it is a memory requirement, not only a
-speed-up. transformers' `logits_to_keep` keeps the same positions for every row of a batch; tasks
-here need different positions per row (label tokens after prompts of different lengths).
+speed-up. transformers' `logits_to_keep` keeps the same positions for every row of a batch, which is
+enough where rows are aligned (label scoring left-pads so every label word ends at the same index);
+`logits_at` takes any (row, position) pairs.
 
 Example:
     logits = logits_at(model, batch["input_ids"], batch["attention_mask"], rows, cols)   # (k, vocab)

@@ -51,9 +51,10 @@ def _cached_hub_snapshot(name: str) -> str | None:
         return None
 
 
-def resolve_model(name: str) -> str:
+def resolve_model(name: str, convert: bool = True) -> str:
     """A local folder holding `name`'s weights, or the Hub id itself when the Hub is reachable.
 
+    A catalog model is converted on first use unless `convert` is False (checks that load no model).
     Raises UserError with the fix when nothing matches.
     """
     path = Path(name).expanduser()
@@ -61,7 +62,7 @@ def resolve_model(name: str) -> str:
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             raise UserError(f"model folder '{name}' has no config.json; point model.name at a transformers folder")
         return str(path)
-    local = catalog_path(name)
+    local = catalog_path(name, convert)
     if local is not None:
         return local
     if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):

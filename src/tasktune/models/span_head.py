@@ -110,9 +110,7 @@ class _SpanExtraction:
     def set_input_embeddings(self, value):
         getattr(self, self.base_model_prefix).set_input_embeddings(value)
 
-    def forward(self, input_ids=None, attention_mask=None, context_mask=None, token_type_ids=None,
-                labels=None, **kwargs):
-        # `labels` is accepted (and left to the task's loss) so the Trainer treats batches as labelled.
+    def forward(self, input_ids=None, attention_mask=None, context_mask=None, token_type_ids=None, **kwargs):
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)

@@ -1,4 +1,4 @@
-"""Text classification, two methods (`model.method`):
+"""Text classification, two methods (`task.method`):
 - head: a new sequence-classification head on any backbone transformers gives one (encoders, decoders);
 - label_scoring: a causal LM scores each label's words after a prompt, no new weights
   (`tasks/label_scoring.py`); untrained, it is the zero-shot baseline.
@@ -15,38 +15,88 @@ label's probability.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Literal
 
+from pydantic import Field, field_validator
+
+from tasktune.config import TaskSettings
 from tasktune.errors import UserError
 from tasktune.metrics.classification import classification_metrics
 from tasktune.tasks import label_scoring as ls
+from tasktune.tasks.protocol import RowError
 
 CONTENT_FREE = "N/A"  # the content-free input of contextual calibration
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "logits_to_keep")
+
+
+class ClassificationSettings(TaskSettings):
+    name: Literal["classification"] = "classification"
+    method: Literal["head", "label_scoring"] = Field(
+        "head", description="head: a new classification head on the backbone; label_scoring: a causal LM scores "
+        "each label's word after task.prompt (no new weights).")
+    labels: list[str] | None = Field(
+        None, description="Label set in a fixed order; inferred (sorted) from the training data when absent.")
+    prompt: str | None = Field(
+        None, description="label_scoring prompt with {text}, e.g. '评论：{text}\\n情感（正面或负面）：'.")
+    verbalizer: dict[str, str | list[str]] | None = Field(
+        None, description="label_scoring: label -> word (or list of words) the LM should say, e.g. {positive: 正面}.")
+    label_score: Literal["sum", "mean"] = Field(
+        "sum", description="label_scoring: a word's score is the sum or mean of its tokens' log-probabilities.")
+    class_weights: Literal["balanced"] | dict[str, float] | None = Field(
+        None, description="Loss weight per label: 'balanced' (inverse frequency) or {label: weight}.")
+
+    @field_validator("verbalizer", mode="before")
+    @classmethod
+    def _keys_as_text(cls, v):
+        return None if v is None else {str(k): w for k, w in v.items()}
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_text(cls, v):
+        # YAML reads 0/1 labels as ints; data files give text: compare both as text.
+        return None if v is None else [str(x) for x in v]
+
+    def check(self, cfg) -> str | None:
+        if self.method == "label_scoring":
+            if not self.prompt or "{text}" not in self.prompt:
+                return "task.method label_scoring needs task.prompt containing {text}"
+            if not self.verbalizer:
+                return "task.method label_scoring needs task.verbalizer (label -> word)"
+        return None
 
 
 class Classification:
+    """Text classification by a new head or by label scoring (zero-shot baselines included)."""
+
     name = "classification"
+    Settings = ClassificationSettings
     required_columns = ["text", "label"]
     optional_columns = ["text_pair", "id"]
-    padding_side = "right"
     label_columns = ["label"]
-    group_key = None
+    summary_metrics = ("accuracy", "macro_f1")
+    lower_is_better = ()
+    metric_names = ("accuracy", "macro_f1")
 
-    def __init__(self):
-        self._cands = None  # label-word token ids, built once per tokenizer
+    # --- data ---------------------------------------------------------------------------------
+    def parse_row(self, row, cfg, state, labelled=True):
+        text = row.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise RowError("empty or missing text; fill it in or remove the row")
+        if not labelled:
+            return dict(row)
+        label = row.get("label")
+        if label is None or str(label).strip() == "":
+            raise RowError("empty label; every training/eval row needs one")
+        labels = state["labels"] if state else cfg.task.labels
+        if labels is not None and str(label) not in labels:
+            raise RowError(f"label '{label}' is not in the label set {sorted(labels)}; fix the row or add it to "
+                           "task.labels")
+        return {**row, "label": str(label)}
 
-    def _candidates(self, tokenizer, cfg, state):
-        if self._cands is None:
-            self._cands = ls.candidates(tokenizer, state["labels"], cfg.task.verbalizer)
-        return self._cands
+    def split_keys(self, row):
+        return row.get("label"), None
 
-    def head_modules(self, cfg):
-        # transformers names the sequence-classification head `classifier` in encoders, `score` in decoders.
-        return [] if cfg.model.method == "label_scoring" else ["classifier", "score"]
-
-    def stratify_key(self, row: dict):
-        return row.get("label")
-
-    def setup(self, train_rows: list[dict], cfg) -> dict:
+    def setup(self, train_rows, cfg):
         counts = Counter(str(r["label"]) for r in train_rows)
         labels = cfg.task.labels or sorted(counts, key=_label_order)
         if len(labels) < 2:
@@ -54,26 +104,12 @@ class Classification:
         _check_verbalizer(cfg, labels)
         return {"labels": labels, "label_counts": {lab: counts.get(lab, 0) for lab in labels}}
 
-    def row_problem(self, row, state, labelled=True):
-        text = row.get("text")
-        if not isinstance(text, str) or not text.strip():
-            return "empty or missing text; fill it in or remove the row"
-        if not labelled:
-            return None
-        label = row.get("label")
-        if label is None or str(label).strip() == "":
-            return "empty label; every training/eval row needs one"
-        labels = state["labels"] if state else None
-        if labels is not None and str(label) not in labels:
-            return f"label '{label}' is not in the label set {sorted(labels)}; fix the row or add it to task.labels"
-        return None
-
-    def state_from_model(self, path: str, cfg) -> dict:
+    def state_from_model(self, path, cfg, rows):
         """The label set of a model trained elsewhere: config's id2label, or task.labels / the verbalizer."""
         import json
         from pathlib import Path
 
-        if cfg.model.method == "label_scoring":
+        if cfg.task.method == "label_scoring":
             labels = cfg.task.labels or list(cfg.task.verbalizer)
             _check_verbalizer(cfg, labels)
             return {"labels": labels, "label_counts": {}}
@@ -81,9 +117,24 @@ class Classification:
         id2label = config.get("id2label") or {}
         if len(id2label) < 2:
             raise UserError(f"model '{path}' has no classification labels in config.json (id2label); "
-                            "fine-tune it with `tasktune train` first, or use model.method=label_scoring")
-        labels = [id2label[k] for k in sorted(id2label, key=int)]
-        return {"labels": labels, "label_counts": {}}
+                            "fine-tune it with `tasktune train` first, or use task.method=label_scoring")
+        return {"labels": [id2label[k] for k in sorted(id2label, key=int)], "label_counts": {}}
+
+    def gold(self, row):
+        return str(row["label"])
+
+    def input_columns(self, state):
+        return ["text"], ["text_pair", "id", "label"]
+
+    def text_row(self, text, extra):
+        if extra:
+            raise UserError(f"predict --{next(iter(extra))} does not apply to classification runs")
+        return {"id": "text", "text": text}
+
+    # --- model and training -------------------------------------------------------------------
+    def head_modules(self, cfg):
+        # transformers names the sequence-classification head `classifier` in encoders, `score` in decoders.
+        return [] if cfg.task.method == "label_scoring" else ["classifier", "score"]
 
     def build_model(self, path, cfg, state, for_training=True):
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -92,8 +143,9 @@ class Classification:
         from tasktune.models.peft_adapters import load_model
 
         labels = state["labels"]
-        scoring = cfg.model.method == "label_scoring"
-        tok = load_tokenizer(path, "left" if scoring else self.padding_side)
+        scoring = cfg.task.method == "label_scoring"
+        # Label scoring left-pads so that every candidate word ends at the same position.
+        tok = load_tokenizer(path, "left" if scoring else "right")
 
         def loader(p, **kwargs):
             if scoring:
@@ -110,100 +162,85 @@ class Classification:
 
     def prepare(self, rows, tokenizer, cfg, state):
         index = {lab: i for i, lab in enumerate(state["labels"])}
-        if cfg.model.method == "label_scoring":
-            width = self._candidates(tokenizer, cfg, state).width
+        if cfg.task.method == "label_scoring":
+            width = ls.candidates(tokenizer, state["labels"], cfg.task.verbalizer).width
             feats = [{"prompt_ids": ls.prompt_ids(tokenizer, cfg.task.prompt, r["text"], cfg.model.max_length, width)}
                      for r in rows]
-            for f, r in zip(feats, rows):
-                if r.get("label") is not None:
-                    f["labels"] = index[str(r["label"])]
-            return feats
-        pairs = [r.get("text_pair") for r in rows] if any(r.get("text_pair") for r in rows) else None
-        enc = tokenizer([r["text"] for r in rows], pairs, truncation=True, max_length=cfg.model.max_length)
-        feats = [{k: enc[k][i] for k in enc} for i in range(len(rows))]
+        else:
+            pairs = [r.get("text_pair") for r in rows] if any(r.get("text_pair") for r in rows) else None
+            enc = tokenizer([r["text"] for r in rows], pairs, truncation=True, max_length=cfg.model.max_length)
+            feats = [{k: enc[k][i] for k in enc} for i in range(len(rows))]
         for f, r in zip(feats, rows):
             if r.get("label") is not None:
                 f["labels"] = index[str(r["label"])]
         return feats
 
     def collator(self, tokenizer, cfg, state):
-        if cfg.model.method == "label_scoring":
-            return ls.LabelScoringCollator(tokenizer.pad_token_id, self._candidates(tokenizer, cfg, state))
-        from transformers import DataCollatorWithPadding
+        if cfg.task.method == "label_scoring":
+            return ls.LabelScoringCollator(tokenizer.pad_token_id,
+                                           ls.candidates(tokenizer, state["labels"], cfg.task.verbalizer))
+        return _PaddingCollator(tokenizer)
 
-        return DataCollatorWithPadding(tokenizer)
+    def _scores(self, model, batch, cfg, state):
+        """(batch, labels) scores: the head's logits, or the label words' log-probabilities."""
+        logits = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}).logits
+        if cfg.task.method != "label_scoring":
+            return logits.float()
+        return ls.label_scores(logits, batch["cand_ids"], batch["cand_owner"], len(state["labels"]),
+                               cfg.task.label_score)
 
-    def scores(self, cfg, state):
-        """Model logits -> (batch, labels) scores: the head's logits, or the label words' log-probabilities."""
-        if cfg.model.method != "label_scoring":
-            return lambda logits: logits.float()
-        return lambda logits: ls.label_scores(logits, self._cands, len(state["labels"]), cfg.task.label_score)
-
-    def preprocess_logits(self, cfg, state):
-        """Trainer preprocess_logits_for_metrics: keep (batch, labels) scores, not vocabulary-wide logits."""
-        to_scores = self.scores(cfg, state)
-        return lambda logits, labels: to_scores(logits)
-
-    def loss(self, cfg, state):
+    def compute_loss(self, model, batch, cfg, state):
         import torch
         import torch.nn.functional as F
 
-        weights = _class_weights(cfg.train.class_weights, state)
-        smoothing = cfg.train.label_smoothing
-        to_scores = self.scores(cfg, state)
+        scores = self._scores(model, batch, cfg, state)
+        weights = _class_weights(cfg.task.class_weights, state)
+        w = None if weights is None else torch.tensor(weights, device=scores.device)
+        return F.cross_entropy(scores, batch["labels"], weight=w, label_smoothing=cfg.train.label_smoothing,
+                               reduction="sum")
 
-        def compute_loss(outputs, labels, num_items_in_batch=None):
-            logits = to_scores(outputs["logits"])
-            w = None if weights is None else torch.tensor(weights, device=logits.device)
-            loss = F.cross_entropy(logits, labels, weight=w, label_smoothing=smoothing, reduction="sum")
-            # Trainer treats a compute_loss_func loss as already scaled for gradient accumulation:
-            # divide by the items of the whole accumulated batch when it tells us that number.
-            return loss / (num_items_in_batch if num_items_in_batch else labels.numel())
-
-        return compute_loss
-
-    def input_columns(self, state):
-        return ["text"], ["text_pair", "id", "label"]
-
-    def compute_metrics(self, cfg, state, rows=None, features=None):
-        labels = state["labels"]
-
-        def compute(eval_pred):
-            pred = eval_pred.predictions.argmax(-1).tolist()
-            m = classification_metrics(eval_pred.label_ids.tolist(), pred, labels)
-            return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
-
-        return compute
-
+    # --- inference and metrics ----------------------------------------------------------------
     def predict(self, model, tokenizer, rows, cfg, state, batch_size=32):
         from tasktune.engine.inference import batched_outputs
 
         labels = state["labels"]
-        to_scores = self.scores(cfg, state)
         feats = self.prepare([{k: v for k, v in r.items() if k != "label"} for r in rows], tokenizer, cfg, state)
         probs = batched_outputs(model, feats, self.collator(tokenizer, cfg, state),
-                                lambda logits: to_scores(logits).softmax(-1), batch_size, bf16=cfg.train.bf16)
+                                lambda m, batch: self._scores(m, batch, cfg, state).softmax(-1), batch_size,
+                                bf16=cfg.train.bf16)
         out = []
         for row, p in zip(rows, probs):
             best = max(range(len(labels)), key=p.__getitem__)
-            pred = {"id": row.get("id"), "text": row["text"], "label": labels[best],
-                    "probs": {lab: round(x, 6) for lab, x in zip(labels, p)}}
-            if row.get("label") is not None:
-                pred["gold"] = str(row["label"])
-            out.append(pred)
+            out.append({"id": row.get("id"), "text": row["text"], "label": labels[best],
+                        "probs": {lab: round(x, 6) for lab, x in zip(labels, p)}})
         return out
 
-    def metrics(self, predictions, rows, state):
+    def row_scores(self, predictions, state):
         index = {lab: i for i, lab in enumerate(state["labels"])}
-        gold = [index[str(r["label"])] for r in rows]
-        pred = [index[p["label"]] for p in predictions]
-        return classification_metrics(gold, pred, state["labels"])
+        return [(index[p["gold"]], index[p["label"]]) for p in predictions]
 
-    def fit_thresholds(self, predictions, rows, state):
-        raise UserError("classification has no decision threshold to tune; --tune-null-threshold is for "
-                        "extractive_qa runs")
+    def aggregate(self, scores, state):
+        m = classification_metrics([g for g, _ in scores], [p for _, p in scores], state["labels"])
+        return {k: m[k] for k in self.metric_names}
 
-    def zero_shot(self, path, rows, cfg, state, batch_size=16) -> dict[str, list[dict]]:
+    def metrics(self, predictions, state):
+        scores = self.row_scores(predictions, state)
+        return classification_metrics([g for g, _ in scores], [p for _, p in scores], state["labels"])
+
+    def write_plots(self, metrics, state, out_dir):
+        from tasktune.plots import plot_confusion
+
+        plot_confusion(metrics["confusion_matrix"], state["labels"], out_dir / "confusion_matrix.png")
+
+    def baselines(self, rows, state):
+        # A model trained elsewhere has no training counts: fall back to the rows' own.
+        counts = state["label_counts"] or Counter(str(r["label"]) for r in rows)
+        majority = max(state["labels"], key=lambda lab: counts.get(lab, 0))
+        probs = {lab: float(lab == majority) for lab in state["labels"]}
+        return {"majority": [{"id": r.get("id"), "text": r["text"], "label": majority, "probs": probs}
+                             for r in rows]}
+
+    def zero_shot(self, path, rows, cfg, state, batch_size=16):
         """Untrained label scoring with model `path` and the config's prompt, plain and calibrated.
 
         Calibrated (contextual calibration): each label's probability is divided by its probability
@@ -211,35 +248,44 @@ class Classification:
         """
         if not (cfg.task.prompt and cfg.task.verbalizer):
             return {}
-        model_cfg = cfg.model.model_copy(update={"name": path, "method": "label_scoring", "lora": None,
-                                                  "quantization": None})
-        zcfg = cfg.model_copy(update={"model": model_cfg})
-        scorer = Classification()
-        model, tok = scorer.build_model(path, zcfg, state, for_training=False)
+        import torch
+
         from tasktune.models.loading import to_device
 
+        zcfg = cfg.model_copy(update={
+            "model": cfg.model.model_copy(update={"name": path, "lora": None, "quantization": None}),
+            "task": cfg.task.model_copy(update={"method": "label_scoring"})})
+        model, tok = self.build_model(path, zcfg, state, for_training=False)
         model = to_device(model)
-        plain = scorer.predict(model, tok, rows, zcfg, state, batch_size)
-        prior = scorer.predict(model, tok, [{"id": "content-free", "text": CONTENT_FREE}], zcfg, state, 1)[0]["probs"]
+        plain = self.predict(model, tok, rows, zcfg, state, batch_size)
+        prior = self.predict(model, tok, [{"id": "content-free", "text": CONTENT_FREE}], zcfg, state, 1)[0]["probs"]
+        labels = state["labels"]
+        logp = torch.tensor([[p["probs"][lab] for lab in labels] for p in plain]).clamp(min=1e-12).log()
+        prior_logp = torch.tensor([[prior[lab] for lab in labels]]).clamp(min=1e-12).log()
+        fixed = ls.calibrate(logp, prior_logp).softmax(-1).tolist()
         calibrated = []
-        for p in plain:
-            raw = {lab: p["probs"][lab] / max(prior[lab], 1e-12) for lab in state["labels"]}
-            total = sum(raw.values())
-            probs = {lab: round(v / total, 6) for lab, v in raw.items()}
+        for p, q in zip(plain, fixed):
+            probs = {lab: round(v, 6) for lab, v in zip(labels, q)}
             calibrated.append({**p, "label": max(probs, key=probs.get), "probs": probs})
         return {"zero_shot": plain, "zero_shot_calibrated": calibrated}
 
-    def baselines(self, rows, state):
-        # A model trained elsewhere has no training counts: fall back to the rows' own (said in the name).
-        counts = state["label_counts"] or Counter(str(r["label"]) for r in rows)
-        majority = max(state["labels"], key=lambda lab: counts.get(lab, 0))
-        probs = {lab: float(lab == majority) for lab in state["labels"]}
-        return {"majority": [{"id": r.get("id"), "text": r["text"], "label": majority, "probs": probs}
-                             for r in rows]}
+
+class _PaddingCollator:
+    """transformers' dynamic padding, plus the item count the engine normalises the loss by."""
+
+    def __init__(self, tokenizer):
+        from transformers import DataCollatorWithPadding
+
+        self.pad = DataCollatorWithPadding(tokenizer)
+
+    def __call__(self, features):
+        batch = self.pad(features)
+        batch["loss_items"] = len(features)
+        return batch
 
 
 def _check_verbalizer(cfg, labels: list[str]) -> None:
-    if cfg.model.method != "label_scoring":
+    if cfg.task.method != "label_scoring":
         return
     missing = [lab for lab in labels if lab not in cfg.task.verbalizer]
     if missing:
@@ -253,7 +299,7 @@ def _label_order(label: str):
 
 
 def _class_weights(setting, state) -> list[float] | None:
-    """Per-label loss weights from train.class_weights: None, 'balanced' or {label: weight}."""
+    """Per-label loss weights from task.class_weights: None, 'balanced' or {label: weight}."""
     labels, counts = state["labels"], state["label_counts"]
     if setting is None:
         return None
@@ -262,5 +308,5 @@ def _class_weights(setting, state) -> list[float] | None:
         return [total / (len(labels) * max(counts.get(lab, 0), 1)) for lab in labels]
     unknown = set(setting) - set(labels)
     if unknown:
-        raise UserError(f"train.class_weights: unknown label(s) {sorted(unknown)}; labels are {labels}")
+        raise UserError(f"task.class_weights: unknown label(s) {sorted(unknown)}; labels are {labels}")
     return [float(setting.get(lab, 1.0)) for lab in labels]

@@ -21,38 +21,90 @@ and character offsets.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Literal
 
+from pydantic import Field
+
+from tasktune.config import TaskSettings
 from tasktune.data.convert import answers_cell, locate_answer
-from tasktune.metrics.qa import detect_language, qa_metrics, qa_scores
+from tasktune.errors import UserError
+from tasktune.metrics.qa import detect_language, qa_scores, score_rows, summarize
 from tasktune.tasks import qa_spans
+from tasktune.tasks.protocol import RowError
 
 MIN_ROWS_PER_FIELD_THRESHOLD = 20  # fewer eval rows than this: a field keeps the global threshold
+MODEL_INPUTS = ("input_ids", "attention_mask", "context_mask", "token_type_ids")
 
 
-def _group(row: dict):
-    return row.get("record_id") or row.get("context")
+class ExtractiveQASettings(TaskSettings):
+    name: Literal["extractive_qa"] = "extractive_qa"
+    doc_stride: int = Field(64, gt=0, description="Tokens shared by consecutive windows of a long context.")
+    max_answer_tokens: int = Field(64, gt=0, description="Longest answer span considered, in tokens.")
+    n_best: int = Field(5, gt=0, description="Candidate answers kept per question in predictions.")
+    null_threshold: float = Field(
+        0.0, description="Answer only when best span score - null score > this; "
+        "`tasktune eval RUN --tune-null-threshold` fits it.")
+    field_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="Null threshold per field, e.g. {title: 1.5}.")
+    metric_language: Literal["auto", "zh", "en"] = Field(
+        "auto", description="EM/F1 rules: zh = CMRC 2018 (characters), en = SQuAD (words), "
+        "auto = zh when the contexts are mostly Chinese.")
+    questions: dict[str, str] | None = Field(
+        None, description="Field -> question for predicting on records; default: the training data's questions "
+        "per field.")
+    short_field_chars: int = Field(4, gt=0, description="Answers of at most this many characters are 'short'.")
+    short_field_weight: float = Field(
+        1.0, ge=1.0, description="Loss weight of samples with a short answer (1 = off).")
+    short_field_boost: float = Field(
+        0.0, ge=0.0, description="Adds boost / answer characters to each answer's loss weight (0 = off).")
+    null_margin: float = Field(
+        0.0, ge=0.0, description="Margin by which the null score should beat every span on a no-answer sample, "
+        "and lose to the gold span on an answered one.")
+    null_margin_weight: float = Field(
+        0.0, ge=0.0, description="Weight of that margin loss (0 = off). Misses answers: lower the margin; false "
+        "answers: raise it.")
+
+    def check(self, cfg) -> str | None:
+        if self.doc_stride >= cfg.model.max_length // 2:
+            return (f"task.doc_stride {self.doc_stride} must be below half of model.max_length "
+                    f"{cfg.model.max_length} (windows hold the question too); e.g. "
+                    f"task.doc_stride={max(1, cfg.model.max_length // 4)}")
+        return None
 
 
 class ExtractiveQA:
     """Extractive QA with no-answer: answer spans or null, for documents and field extraction."""
 
     name = "extractive_qa"
+    Settings = ExtractiveQASettings
     required_columns = ["question", "context", "answers"]
     optional_columns = ["id", "field", "record_id"]
     label_columns = ["answers"]
-    padding_side = "right"
-    group_key = staticmethod(_group)
+    summary_metrics = ("exact", "f1")
+    lower_is_better = ()
+    metric_names = ("exact", "f1", "has_answer_exact", "has_answer_f1", "no_answer_exact", "no_answer_f1",
+                    "no_answer_precision", "no_answer_recall")
 
-    def head_modules(self, cfg):
-        from tasktune.models.span_head import HEADS
+    # --- data ---------------------------------------------------------------------------------
+    def parse_row(self, row, cfg, state, labelled=True):
+        """The row with `text` read as `context` and answers as a list with exact character starts."""
+        row = dict(row)
+        if row.get("context") is None and row.get("text") is not None:
+            row["context"] = row.pop("text")
+        context = row.get("context")
+        if not isinstance(context, str) or not context.strip():
+            raise RowError("empty or missing context; fill it in or remove the row")
+        question = row.get("question")
+        if not (isinstance(question, str) and question.strip()):
+            if labelled or not (state or {}).get("fields"):
+                raise RowError("empty or missing question; every row needs one (or train on field data, whose runs "
+                               "know each field's question)")
+        if not labelled and row.get("answers") is None:
+            return row
+        return {**row, "answers": _parsed_answers(row)}
 
-        return HEADS
-
-    def stratify_key(self, row):
-        return None
-
-    def input_columns(self, state):
-        return [], ["id", "question", "context", "text", "field", "answers"]
+    def split_keys(self, row):
+        return None, row.get("record_id") or row.get("context")
 
     def setup(self, train_rows, cfg):
         counts = Counter(bool(r["answers"]) for r in train_rows)
@@ -64,26 +116,35 @@ class ExtractiveQA:
                 "field_thresholds": dict(cfg.task.field_thresholds),
                 "counts": {"has_answer": counts[True], "no_answer": counts[False]}}
 
-    def state_from_model(self, path, cfg):
-        return {"language": cfg.task.metric_language, "fields": cfg.task.questions or {},
+    def state_from_model(self, path, cfg, rows):
+        language = cfg.task.metric_language
+        if language == "auto":
+            language = detect_language([r["context"] for r in rows]) if rows else "en"
+        return {"language": language, "fields": cfg.task.questions or {},
                 "null_threshold": cfg.task.null_threshold, "field_thresholds": dict(cfg.task.field_thresholds),
                 "counts": {}}
 
-    def row_problem(self, row, state, labelled=True):
-        """Also normalises the row in place: `text` becomes `context`, answers a list with exact starts."""
-        if row.get("context") is None and row.get("text") is not None:
-            row["context"] = row.pop("text")
-        context = row.get("context")
-        if not isinstance(context, str) or not context.strip():
-            return "empty or missing context; fill it in or remove the row"
-        question = row.get("question")
-        if not (isinstance(question, str) and question.strip()):
-            if labelled or not (state or {}).get("fields"):
-                return "empty or missing question; every row needs one (or train on field data, whose runs know " \
-                       "each field's question)"
-        if not labelled and row.get("answers") is None:
-            return None
-        return _answers_problem(row)
+    def gold(self, row):
+        return [a["text"] for a in row["answers"]]
+
+    def input_columns(self, state):
+        return [], ["id", "question", "context", "text", "field", "answers"]
+
+    def text_row(self, text, extra):
+        unknown = set(extra) - {"question"}
+        if unknown:
+            raise UserError(f"predict --{unknown.pop()} does not apply to extractive_qa runs")
+        return {"id": "text", "context": text, **({"question": extra["question"]} if extra.get("question") else {})}
+
+    def inspect(self, rows, tokenizer):
+        """Answered / no-answer counts, fields, contexts, question lengths; with a tokenizer, tokens per pair."""
+        return qa_inspect(rows, tokenizer)
+
+    # --- model and training -------------------------------------------------------------------
+    def head_modules(self, cfg):
+        from tasktune.models.span_head import HEADS
+
+        return HEADS
 
     def build_model(self, path, cfg, state, for_training=True):
         from transformers import AutoConfig
@@ -92,7 +153,7 @@ class ExtractiveQA:
         from tasktune.models.peft_adapters import load_model
         from tasktune.models.span_head import HEADS, span_model_class
 
-        tok = load_tokenizer(path, self.padding_side)
+        tok = load_tokenizer(path, "right")
 
         def loader(p, **kwargs):
             cls = span_model_class(AutoConfig.from_pretrained(p))
@@ -114,60 +175,60 @@ class ExtractiveQA:
     def collator(self, tokenizer, cfg, state):
         return qa_spans.SpanCollator(tokenizer.pad_token_id)
 
-    def preprocess_logits(self, cfg, state):
-        return lambda logits, labels: qa_spans.top_spans(logits, cfg.task.max_answer_tokens, cfg.task.n_best)
+    def compute_loss(self, model, batch, cfg, state):
+        logits = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}).logits
+        return span_loss(logits, batch["labels"], cfg.task, cfg.train.label_smoothing)
 
-    def loss(self, cfg, state):
-        return span_loss(cfg.task, cfg.train.label_smoothing)
-
-    def compute_metrics(self, cfg, state, rows=None, features=None):
-        def compute(eval_pred):
-            outputs = eval_pred.predictions.tolist()
-            preds = qa_spans.decode(rows, features, outputs, _thresholds(state), cfg.task.n_best)
-            m = self.metrics(preds, rows, state)
-            return {k: m[k] for k in ("exact", "f1", "has_answer_f1", "no_answer_f1") if k in m}
-
-        return compute
-
+    # --- inference and metrics ----------------------------------------------------------------
     def predict(self, model, tokenizer, rows, cfg, state, batch_size=32):
         from tasktune.engine.inference import batched_outputs
 
         qa_rows, records = _expand_records(rows, state)
         feats = qa_spans.make_features(tokenizer, qa_rows, cfg.model.max_length, cfg.task.doc_stride, labelled=False)
-        outputs = batched_outputs(model, feats, self.collator(tokenizer, cfg, state),
-                                  lambda logits: qa_spans.top_spans(logits, cfg.task.max_answer_tokens, cfg.task.n_best),
-                                  batch_size, bf16=cfg.train.bf16)
+
+        def forward(m, batch):
+            logits = m(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}).logits
+            return qa_spans.top_spans(logits, cfg.task.max_answer_tokens, cfg.task.n_best)
+
+        outputs = batched_outputs(model, feats, self.collator(tokenizer, cfg, state), forward, batch_size,
+                                  bf16=cfg.train.bf16)
         decoded = qa_spans.decode(qa_rows, feats, outputs, _thresholds(state), cfg.task.n_best)
         preds = [_prediction(r, d) for r, d in zip(qa_rows, decoded)]
         return _collect_records(preds, qa_rows, records) if records else preds
 
-    def metrics(self, predictions, rows, state):
-        language = _language(state, rows)
-        golds = [[a["text"] for a in r["answers"]] for r in rows]
-        return qa_metrics([p["answer"] for p in predictions], golds, language, [r.get("field") for r in rows])
+    def row_scores(self, predictions, state):
+        return score_rows([p["answer"] for p in predictions], [p["gold"] for p in predictions], state["language"],
+                          [p.get("field") for p in predictions])
 
-    def fit_thresholds(self, predictions, rows, state):
-        """Global null threshold maximising F1 on `rows`, and one per field with enough rows."""
-        language = _language(state, rows)
-        groups: dict = {None: list(range(len(rows)))}
-        for i, r in enumerate(rows):
-            if r.get("field") is not None:
-                groups.setdefault(r["field"], []).append(i)
+    def aggregate(self, scores, state):
+        return {k: v for k, v in summarize(scores).items() if k in self.metric_names}
+
+    def metrics(self, predictions, state):
+        return summarize(self.row_scores(predictions, state))
+
+    def tune(self, predictions, state):
+        """Global null threshold maximising F1 on labelled predictions, and one per field with enough rows."""
+        groups: dict = {None: list(range(len(predictions)))}
+        for i, p in enumerate(predictions):
+            if p.get("field") is not None:
+                groups.setdefault(p["field"], []).append(i)
         fitted, report = {}, {}
-        inputs = _threshold_inputs(predictions, rows, language)  # scored once, sliced per field
+        inputs = _threshold_inputs(predictions, state["language"])  # scored once, sliced per field
         for name, idx in groups.items():
             if name is not None and len(idx) < MIN_ROWS_PER_FIELD_THRESHOLD:
                 continue
             fitted[name], f1 = qa_spans.fit_threshold(*([column[i] for i in idx] for column in inputs))
             report[name or "all"] = {"threshold": round(fitted[name], 4), "f1": round(f1, 3)}
-        state = {**state, "null_threshold": round(fitted.pop(None), 4),
-                 "field_thresholds": {f: round(t, 4) for f, t in fitted.items()}}
-        thresholds = _thresholds(state)
-        redecided = [{**p, **qa_spans.decide(dict(p), thresholds(r))} for p, r in zip(predictions, rows)]
-        return state, redecided, report
+        new_state = {**state, "null_threshold": round(fitted.pop(None), 4),
+                     "field_thresholds": {f: round(t, 4) for f, t in fitted.items()}}
+        thresholds = _thresholds(new_state)
+        redecided = [{**p, **qa_spans.decide(dict(p), thresholds(p))} for p in predictions]
+        report["null_threshold"] = {"before": state.get("null_threshold"), "after": new_state["null_threshold"]}
+        return new_state, redecided, report
 
     def baselines(self, rows, state):
-        return {"no_answer": [{"id": r.get("id"), "question": r.get("question"), "answer": None} for r in rows]}
+        return {"no_answer": [{"id": r.get("id"), "question": r.get("question"), "answer": None,
+                               **({"field": r["field"]} if r.get("field") is not None else {})} for r in rows]}
 
     def zero_shot(self, path, rows, cfg, state, batch_size=16):
         """A decoder base model prompted to copy the answer out (an untrained span head says nothing);
@@ -176,8 +237,7 @@ class ExtractiveQA:
 
         if not is_causal_lm(path):
             return {}
-        language = _language(state, rows)
-        return {"zero_shot": generate_answers(path, rows, language, min(batch_size, 8),
+        return {"zero_shot": generate_answers(path, rows, state["language"], min(batch_size, 8),
                                               min(cfg.task.max_answer_tokens, 48), bf16=cfg.train.bf16)}
 
 
@@ -201,23 +261,24 @@ def _log_alignment(rows: list[dict], feats: list[dict]) -> None:
             100 * len(exact) / answered)
 
 
-def _answers_problem(row: dict) -> str | None:
+def _parsed_answers(row: dict) -> list[dict]:
+    """The row's answers as [{text, start}] with starts that point at the text; RowError otherwise."""
     try:
         answers = answers_cell(row.get("answers"))
     except ValueError:
-        return "answers is not valid JSON; write a list like [{\"text\": \"...\", \"start\": 0}] or []"
+        raise RowError("answers is not valid JSON; write a list like [{\"text\": \"...\", \"start\": 0}] or []") from None
     if not isinstance(answers, list):
-        return "answers must be a list of {text, start} ([] = no answer)"
+        raise RowError("answers must be a list of {text, start} ([] = no answer)")
     fixed = []
     for a in answers:
         if not isinstance(a, dict) or not isinstance(a.get("text"), str) or not a["text"]:
-            return f"answer {a!r} needs a non-empty text"
+            raise RowError(f"answer {a!r} needs a non-empty text")
         start = locate_answer(row["context"], a["text"], a.get("start", a.get("answer_start")))
         if start is None:
-            return f"answer '{a['text'][:40]}' does not occur in the context; fix it or move the row to no-answer ([])"
+            raise RowError(f"answer '{a['text'][:40]}' does not occur in the context; fix it or move the row to "
+                           "no-answer ([])")
         fixed.append({"text": a["text"], "start": start})
-    row["answers"] = fixed
-    return None
+    return fixed
 
 
 def _field_questions(rows: list[dict]) -> dict[str, str]:
@@ -229,19 +290,13 @@ def _field_questions(rows: list[dict]) -> dict[str, str]:
     return {f: c.most_common(1)[0][0] for f, c in sorted(by_field.items())}
 
 
-def _language(state: dict, rows: list[dict]) -> str:
-    """The metric language of the state; 'auto' (a model trained elsewhere) is decided from the rows."""
-    language = state.get("language", "auto")
-    return detect_language([r["context"] for r in rows]) if language == "auto" else language
-
-
 def _thresholds(state: dict):
     base, per_field = state.get("null_threshold", 0.0), state.get("field_thresholds") or {}
     return lambda row: per_field.get(row.get("field"), base)
 
 
-def _threshold_inputs(preds, rows, language):
-    golds = [[a["text"] for a in r["answers"]] for r in rows]
+def _threshold_inputs(preds, language):
+    golds = [p["gold"] for p in preds]
     margins = [p["score"] for p in preds]
     answered = [qa_scores(p["candidates"][0]["text"], g, language)["f1"] if p["candidates"] else 0.0
                 for p, g in zip(preds, golds)]
@@ -268,8 +323,6 @@ def _prediction(row: dict, d: dict) -> dict:
            "end": d["end"], "score": d["score"], "null_score": d["null_score"], "candidates": d["candidates"]}
     if row.get("field") is not None:
         out["field"] = row["field"]
-    if row.get("answers") is not None:
-        out["gold"] = [a["text"] for a in row["answers"]]
     return out
 
 
@@ -285,9 +338,10 @@ def _collect_records(preds: list[dict], qa_rows: list[dict], records: list[dict]
     return out + [{"id": rec.get("id"), "fields": f} for rec, f in zip(records, by_record)]
 
 
-def span_loss(task_cfg, label_smoothing: float):
-    """Trainer compute_loss_func: cross-entropy of start and end over "null or a context token".
+def span_loss(logits, labels, task_cfg, label_smoothing: float):
+    """Sum over windows of the cross-entropy of start and end over "null or a context token".
 
+    `logits` (windows, 1 + length, 2), `labels` (windows, 3): start, end, answer characters.
     Label smoothing spreads its mass over the valid positions only (Trainer's label_smoothing_factor
     would put it on masked positions). Per-sample weights: `short_field_weight` for answers of at
     most `short_field_chars` characters, plus `short_field_boost` / answer characters. With
@@ -296,27 +350,22 @@ def span_loss(task_cfg, label_smoothing: float):
     """
     import torch
 
-    def compute_loss(outputs, labels, num_items_in_batch=None):
-        logits = outputs["logits"].float()
-        valid = logits[..., 0] > torch.finfo(torch.float32).min / 2        # (batch, 1 + length)
-        logp = torch.log_softmax(logits, dim=1)
-        target = labels[:, :2]
-        nll = -logp.gather(1, target.unsqueeze(1)).squeeze(1)            # (batch, 2): start, end
-        smooth = -(logp * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True)
-        per = ((1 - label_smoothing) * nll + label_smoothing * smooth).mean(1)
-        chars = labels[:, 2].float()
-        weight = torch.ones_like(per)
-        short = (chars > 0) & (chars <= task_cfg.short_field_chars)
-        weight = torch.where(short, weight * task_cfg.short_field_weight, weight)
-        weight = weight + torch.where(chars > 0, task_cfg.short_field_boost / chars.clamp(min=1), 0.0)
-        total = weight * per
-        if task_cfg.null_margin_weight > 0:
-            total = total + task_cfg.null_margin_weight * _margin(logits, valid, target, task_cfg.null_margin)
-        # Trainer counts every label cell (3 per window) in num_items_in_batch; loss is per window.
-        n = num_items_in_batch / labels.shape[1] if num_items_in_batch else labels.shape[0]
-        return total.sum() / n
-
-    return compute_loss
+    logits = logits.float()
+    valid = logits[..., 0] > torch.finfo(torch.float32).min / 2        # (batch, 1 + length)
+    logp = torch.log_softmax(logits, dim=1)
+    target = labels[:, :2]
+    nll = -logp.gather(1, target.unsqueeze(1)).squeeze(1)            # (batch, 2): start, end
+    smooth = -(logp * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True)
+    per = ((1 - label_smoothing) * nll + label_smoothing * smooth).mean(1)
+    chars = labels[:, 2].float()
+    weight = torch.ones_like(per)
+    short = (chars > 0) & (chars <= task_cfg.short_field_chars)
+    weight = torch.where(short, weight * task_cfg.short_field_weight, weight)
+    weight = weight + torch.where(chars > 0, task_cfg.short_field_boost / chars.clamp(min=1), 0.0)
+    total = weight * per
+    if task_cfg.null_margin_weight > 0:
+        total = total + task_cfg.null_margin_weight * _margin(logits, valid, target, task_cfg.null_margin)
+    return total.sum()
 
 
 def _margin(logits, valid, target, margin: float):
@@ -329,3 +378,33 @@ def _margin(logits, valid, target, margin: float):
     gold = logits[rows, target[:, 0], 0] + logits[rows, target[:, 1], 1]
     negative = target[:, 0] == 0
     return torch.where(negative, torch.relu(margin - (null - best)), torch.relu(margin - (gold - null)))
+
+
+def qa_inspect(rows: list[dict], tokenizer=None) -> dict:
+    """`data inspect`'s QA view: answered / no-answer / unlabelled counts, fields, distinct contexts,
+    question lengths, and with a tokenizer the tokens of each question + context pair and the share
+    that fits one window at common model.max_length settings."""
+    from tasktune.data.inspect import percentiles
+
+    def answers(r):
+        try:
+            return answers_cell(r.get("answers"))
+        except ValueError:
+            return None  # counted as unlabelled; training names the line and the fix
+
+    given = [answers(r) for r in rows]
+    fields = Counter(str(r["field"]) for r in rows if r.get("field") is not None)
+    out = {"answered": sum(1 for a in given if a), "no_answer": sum(1 for a in given if a == []),
+           "unlabelled": sum(1 for a in given if a is None), "contexts": len({r.get("context") for r in rows}),
+           "question_chars": percentiles([len(str(r.get("question") or "")) for r in rows])}
+    if fields:
+        out["fields"] = dict(fields.most_common())
+    if tokenizer is not None:
+        lengths = []
+        for start in range(0, len(rows), 512):
+            chunk = rows[start:start + 512]
+            lengths += [len(ids) for ids in tokenizer([str(r.get("question") or "") for r in chunk],
+                                                      [str(r.get("context") or "") for r in chunk])["input_ids"]]
+        out["pair_tokens"] = percentiles(lengths)
+        out["one_window_share"] = {n: round(sum(x <= n for x in lengths) / len(lengths), 4) for n in (256, 384, 512)}
+    return out

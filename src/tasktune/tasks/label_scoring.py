@@ -68,11 +68,27 @@ def prompt_ids(tokenizer, template: str, text: str, max_length: int, reserve: in
     return head + body + tail
 
 
+def candidate_table(cands: Candidates):
+    """(C, m) long tensor of the candidates' token ids, right-aligned (-100 = no token), and (C,) owners."""
+    import torch
+
+    c, m = len(cands.token_ids), cands.width
+    table = torch.full((c, m), -100, dtype=torch.long)
+    for i, t in enumerate(cands.token_ids):
+        table[i, m - len(t):] = torch.tensor(t)
+    return table, torch.tensor(cands.owner, dtype=torch.long)
+
+
 class LabelScoringCollator:
-    """Features {prompt_ids, labels?} -> a left-padded batch with `logits_to_keep` at the word positions."""
+    """Features {prompt_ids, labels?} -> a left-padded batch with `logits_to_keep` at the word positions.
+
+    The batch also carries the candidate table (`cand_ids`, `cand_owner`) that `label_scores` reads,
+    so scoring needs nothing but the batch, and `loss_items` (rows) for the engine's loss normalisation.
+    """
 
     def __init__(self, pad_id: int, cands: Candidates):
         self.pad_id, self.cands = pad_id, cands
+        self.table, self.owner = candidate_table(cands)
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
@@ -90,33 +106,33 @@ class LabelScoringCollator:
         # predicted from positions length-m-1 .. length-2 (the prompt's last position when m == 1).
         keep = torch.arange(length - 1, length) if self.cands.single_token else torch.arange(length - m - 1, length - 1)
         batch = {"input_ids": ids, "attention_mask": mask, "logits_to_keep": keep,
-                 "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+                 "position_ids": (mask.cumsum(-1) - 1).clamp(min=0), "cand_ids": self.table,
+                 "cand_owner": self.owner, "loss_items": len(features)}
         if "labels" in features[0]:
             batch["labels"] = torch.tensor([f["labels"] for f in features])
         return batch
 
 
-def label_scores(logits, cands: Candidates, n_labels: int, reduce: str = "sum"):
-    """(B, K) label scores from the kept logits: (B*C, m, V), or (B, 1, V) for single-token words."""
+def label_scores(logits, cand_ids, cand_owner, n_labels: int, reduce: str = "sum"):
+    """(B, K) label scores from the kept logits: (B*C, m, V), or (B, 1, V) for single-token words.
+
+    `cand_ids` (C, m) and `cand_owner` (C,) come from `candidate_table`.
+    """
     import torch
 
     logp = logits.float().log_softmax(-1)
-    if cands.single_token:
-        word = torch.tensor([t[0] for t in cands.token_ids], device=logp.device)
-        cand = logp[:, 0, word]                                                     # (B, C)
+    cand_ids, cand_owner = cand_ids.to(logp.device), cand_owner.to(logp.device)
+    c, m = cand_ids.shape
+    if m == 1:
+        cand = logp[:, 0, cand_ids[:, 0]]                                            # (B, C)
     else:
-        c, m = len(cands.token_ids), cands.width
-        table = torch.full((c, m), -100, dtype=torch.long, device=logp.device)
-        for i, t in enumerate(cands.token_ids):
-            table[i, m - len(t):] = torch.tensor(t)
         logp = logp.view(-1, c, m, logp.shape[-1])
-        valid = table >= 0
-        picked = logp.gather(-1, table.clamp(min=0).expand(logp.shape[0], c, m).unsqueeze(-1)).squeeze(-1)
+        valid = cand_ids >= 0
+        picked = logp.gather(-1, cand_ids.clamp(min=0).expand(logp.shape[0], c, m).unsqueeze(-1)).squeeze(-1)
         cand = (picked * valid).sum(-1)
         if reduce == "mean":
             cand = cand / valid.sum(-1)
-    owner = torch.tensor(cands.owner, device=cand.device)
-    member = torch.nn.functional.one_hot(owner, n_labels).bool()                    # (C, K)
+    member = torch.nn.functional.one_hot(cand_owner, n_labels).bool()              # (C, K)
     masked = cand.unsqueeze(-1).masked_fill(~member, float("-inf"))                  # (B, C, K)
     return masked.logsumexp(1)
 

@@ -95,6 +95,7 @@ class SpanCollator:
                 batch[key] = torch.tensor([f[key] + [fill] * (width - len(f[key])) for f in feats])
         if "labels" in feats[0]:
             batch["labels"] = torch.tensor([f["labels"] for f in feats])
+        batch["loss_items"] = len(feats)  # the loss sums over windows
         return batch
 
 
