@@ -146,3 +146,22 @@ def cpu_bf16(monkeypatch):
 
     yield set_speedup
     precision.decide_bf16.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(tmp_path_factory):
+    """A 2-layer Gemma 3 decoder (hidden 32) with a byte-level BPE tokenizer: one sliding-window layer (window 8)
+    and one full-attention layer, like gemma-3-270m's mix."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    tok = _bpe_tokenizer()
+    folder = tmp_path_factory.mktemp("tiny-gemma")
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=256,
+                              sliding_window=8, layer_types=["sliding_attention", "full_attention"],
+                              eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.eos_token_id)
+    Gemma3ForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)

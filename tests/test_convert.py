@@ -157,3 +157,23 @@ def test_a_killed_converter_leaves_no_stale_lock(chunked_package):
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1].endswith("models/tiny-gguf")
+
+
+def test_conversion_parses_the_gguf_once(fake_package, monkeypatch):
+    """transformers opens the file for config, weights and tokenizer; one parse serves all three."""
+    import gguf
+
+    from tasktune.models.loading import resolve_model
+
+    opened = []
+    original = gguf.GGUFReader
+
+    class Counting(original):
+        def __init__(self, path, *args, **kwargs):
+            opened.append(str(path))
+            super().__init__(path, *args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", Counting)
+    resolve_model("tiny-gguf")
+    assert len(opened) == 1 and opened[0].endswith("tiny.gguf")
+    assert gguf.GGUFReader is Counting  # put back after the conversion

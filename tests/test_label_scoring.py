@@ -95,3 +95,52 @@ def test_calibrated_zero_shot_divides_by_the_content_free_prior(tiny_qwen):
             assert c["probs"][lab] == pytest.approx(raw[lab] / total, abs=1e-5)
         assert c["label"] == max(raw, key=raw.get)
     assert any(abs(p["probs"]["positive"] - c["probs"]["positive"]) > 1e-3 for p, c in zip(plain, calibrated))
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_qwen", "tiny_gemma"])
+@pytest.mark.parametrize("verbalizer", ["{positive: ' good', negative: ' bad'}",
+                                        "{positive: ' good room', negative: ' bad'}"])
+def test_packed_batches_score_like_padded_ones(request, model_fixture, verbalizer):
+    """train.packing: the batch's prompts back to back in one row, attention kept within each (gemma's sliding
+    window of 8 included): the same label scores and loss as left-padded sequences."""
+    import torch
+
+    from tasktune.tasks.classification import Classification
+
+    model_path = request.getfixturevalue(model_fixture)
+    state = {"labels": ["negative", "positive"], "label_counts": {"negative": 1, "positive": 2}}
+    task = Classification()
+    cfg = load_config(None, ["task=classification", f"model.name={model_path}", "model.max_length=64",
+                             "train.packing=true", *scoring_overrides(verbalizer)])
+    model, tok = task.build_model(model_path, cfg, state, for_training=False)
+    rows = [{"text": "the room was clean and the staff were very good", "label": "positive"},
+            {"text": "dirty 脏", "label": "negative"}, {"text": "ok", "label": "positive"}]
+    feats = task.prepare(rows, tok, cfg, state)
+    packed = task.collator(tok, cfg, state)(feats)
+    padded = task.collator(tok, cfg, state, packed=False)(feats)
+    assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
+    assert packed["input_ids"].shape[1] == int(padded["attention_mask"].sum())  # no padding computed
+    with torch.no_grad():
+        a, b = task._scores(model, packed, cfg, state), task._scores(model, padded, cfg, state)
+        loss_a = task.compute_loss(model, packed, cfg, state)
+        loss_b = task.compute_loss(model, padded, cfg, state)
+    assert torch.allclose(a, b, atol=1e-4), (a, b)
+    assert loss_a.item() == pytest.approx(loss_b.item(), abs=1e-4)
+    # Without the block-diagonal mask the later prompts would read the earlier ones: the check above would fail.
+    leaky = {**packed, "position_ids": torch.arange(packed["input_ids"].shape[1])[None]}
+    with torch.no_grad():
+        assert not torch.allclose(task._scores(model, leaky, cfg, state)[1:], b[1:], atol=1e-4)
+
+
+def test_lora_layers_adapts_only_the_top_layers(tiny_qwen):
+    from tasktune.tasks.classification import Classification
+
+    state = {"labels": ["negative", "positive"], "label_counts": {}}
+    cfg = load_config(None, ["task=classification", f"model.name={tiny_qwen}", "model.lora={r: 2, layers: 1}",
+                             *scoring_overrides("{positive: ' good', negative: ' bad'}")])
+    model, _ = Classification().build_model(tiny_qwen, cfg, state, for_training=True)
+    adapted = {n.split(".layers.")[1].split(".")[0] for n, p in model.named_parameters() if "lora_A" in n}
+    assert adapted == {"1"}  # of layers 0 and 1, only the top one
+    with pytest.raises(Exception, match="the model has 2 layers"):
+        Classification().build_model(tiny_qwen, cfg.model_copy(update={"model": cfg.model.model_copy(update={
+            "lora": cfg.model.lora.model_copy(update={"layers": 5})})}), state, for_training=True)

@@ -49,6 +49,9 @@ class LoraSettings(Section):
     target_modules: list[str] | str = Field(
         "all-linear", description="Module names to adapt, or 'all-linear' (every linear layer but the output head)."
     )
+    layers: int | list[int] | None = Field(
+        None, description="Adapt only these transformer layers: a list of indices, or N for the top N. The "
+        "backward pass stops below the lowest adapted layer (faster); null: every layer.")
     modules_to_save: list[str] | None = Field(
         None, description="Extra modules trained in full and saved with the adapter (task heads are added for you)."
     )
@@ -137,6 +140,9 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the task's loss.")
     seed: int = Field(42, description="Seed for weights init, data order and the train/eval split.")
+    packing: bool = Field(
+        False, description="Pack each batch's examples back to back into one sequence (attention stays within "
+        "each example): no compute on padding. For label scoring; the task says where it does not apply.")
     bf16: Literal["auto"] | bool = Field(
         "auto", description="bfloat16 autocast (mixed precision; trainable weights stay fp32). auto: on where bf16 is "
         "fast (GPUs with bf16, CPUs with bf16 units: a short probe decides); true: always; false: never.")

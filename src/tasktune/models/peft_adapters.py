@@ -27,18 +27,44 @@ def apply_lora(model, lora, task_type: str | None):
     from peft import LoraConfig, get_peft_model
 
     targets = lora.target_modules
-    if targets == "all-linear" and task_type is None and lora.modules_to_save:
+    layers = _layer_indices(model, lora.layers)
+    if targets == "all-linear" and ((task_type is None and lora.modules_to_save) or layers is not None):
         # peft's 'all-linear' knows the output layers of its own task types only; on a custom head it
-        # would adapt the head that modules_to_save trains in full, which peft refuses.
-        targets = linear_layer_names(model, exclude=lora.modules_to_save)
+        # would adapt the head that modules_to_save trains in full, which peft refuses. With chosen
+        # layers peft wants names, and would adapt an output head among them: leave the heads out.
+        targets = linear_layer_names(model, exclude=[*(lora.modules_to_save or ()), *_head_names(model, task_type)])
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=targets, modules_to_save=lora.modules_to_save,
-                        task_type=task_type)
+                        task_type=task_type, layers_to_transform=layers)
     model = get_peft_model(model, config)
     trainable, total = model.get_nb_trainable_parameters()
-    log.info("LoRA r=%d on %s: %s of %s parameters trainable (%.2f%%)", lora.r, lora.target_modules,
-             f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    layers = config.layers_to_transform
+    log.info("LoRA r=%d on %s%s: %s of %s parameters trainable (%.2f%%)", lora.r, lora.target_modules,
+             f", layers {layers}" if layers else "", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return model
+
+
+def _layer_indices(model, layers) -> list[int] | None:
+    """`model.lora.layers` as indices: a list as given, N as the top N layers, None as every layer."""
+    from tasktune.errors import UserError
+
+    if layers is None or isinstance(layers, list):
+        return layers
+    total = getattr(model.config, "num_hidden_layers", None)
+    if total is None:
+        raise UserError("model.lora.layers: this model's config has no num_hidden_layers; list the indices instead")
+    if not 0 < layers <= total:
+        raise UserError(f"model.lora.layers={layers}: the model has {total} layers; choose 1..{total}")
+    return list(range(total - layers, total))
+
+
+def _head_names(model, task_type: str | None) -> list[str]:
+    """Names of the output heads peft's 'all-linear' leaves out: the LM head, a sequence classifier."""
+    from peft.utils.constants import SEQ_CLS_HEAD_NAMES
+
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = [n.split(".")[-1] for n, m in model.named_modules() if out is not None and m is out]
+    return names + (list(SEQ_CLS_HEAD_NAMES) if task_type == "SEQ_CLS" else [])
 
 
 def linear_layer_names(model, exclude=()) -> list[str]:

@@ -26,7 +26,7 @@ from tasktune.tasks import label_scoring as ls
 from tasktune.tasks.protocol import RowError
 
 CONTENT_FREE = "N/A"  # the content-free input of contextual calibration
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "logits_to_keep")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "logits_to_keep", "use_cache")
 
 
 class ClassificationSettings(TaskSettings):
@@ -57,6 +57,8 @@ class ClassificationSettings(TaskSettings):
         return None if v is None else [str(x) for x in v]
 
     def check(self, cfg) -> str | None:
+        if cfg.train.packing and self.method != "label_scoring":
+            return "train.packing works with task.method label_scoring (a head reads each row's last token)"
         if self.method == "label_scoring":
             if not self.prompt or "{text}" not in self.prompt:
                 return "task.method label_scoring needs task.prompt containing {text}"
@@ -175,10 +177,13 @@ class Classification:
                 f["labels"] = index[str(r["label"])]
         return feats
 
-    def collator(self, tokenizer, cfg, state):
+    def collator(self, tokenizer, cfg, state, packed: bool | None = None):
+        """The training collator (packed with train.packing); predict asks for `packed=False`: sorted
+        inference batches hardly pad, and a pack's attention grows with its square."""
         if cfg.task.method == "label_scoring":
             return ls.LabelScoringCollator(tokenizer.pad_token_id,
-                                           ls.candidates(tokenizer, state["labels"], cfg.task.verbalizer))
+                                           ls.candidates(tokenizer, state["labels"], cfg.task.verbalizer),
+                                           packed=cfg.train.packing if packed is None else packed)
         return _PaddingCollator(tokenizer)
 
     def _scores(self, model, batch, cfg, state):
@@ -205,7 +210,7 @@ class Classification:
 
         labels = state["labels"]
         feats = self.prepare([{k: v for k, v in r.items() if k != "label"} for r in rows], tokenizer, cfg, state)
-        probs = batched_outputs(model, feats, self.collator(tokenizer, cfg, state),
+        probs = batched_outputs(model, feats, self.collator(tokenizer, cfg, state, packed=False),
                                 lambda m, batch: self._scores(m, batch, cfg, state).softmax(-1), batch_size,
                                 bf16=cfg.train.bf16)
         out = []

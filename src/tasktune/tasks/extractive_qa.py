@@ -65,6 +65,8 @@ class ExtractiveQASettings(TaskSettings):
         "answers: raise it.")
 
     def check(self, cfg) -> str | None:
+        if cfg.train.packing:
+            return "train.packing does not apply to extractive_qa (windows are already full-length)"
         if self.doc_stride >= cfg.model.max_length // 2:
             return (f"task.doc_stride {self.doc_stride} must be below half of model.max_length "
                     f"{cfg.model.max_length} (windows hold the question too); e.g. "

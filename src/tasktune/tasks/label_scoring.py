@@ -80,14 +80,19 @@ def candidate_table(cands: Candidates):
 
 
 class LabelScoringCollator:
-    """Features {prompt_ids, labels?} -> a left-padded batch with `logits_to_keep` at the word positions.
+    """Features {prompt_ids, labels?} -> a batch with `logits_to_keep` at the word positions.
 
-    The batch also carries the candidate table (`cand_ids`, `cand_owner`) that `label_scores` reads,
-    so scoring needs nothing but the batch, and `loss_items` (rows) for the engine's loss normalisation.
+    Unpacked: one sequence per (row, word), LEFT-padded so every word ends at the last position.
+    Packed (`packed=True`, train.packing): every sequence of the batch back to back in ONE row, with
+    position ids restarting at each and no attention mask, so transformers builds a block-diagonal
+    causal mask (each review sees only itself) and `logits_to_keep` lists each sequence's word
+    positions. No padding is computed at all; the attention of the pack costs a little more. The
+    batch also carries the candidate table (`cand_ids`, `cand_owner`) that `label_scores` reads, and
+    `loss_items` (rows) for the engine's loss normalisation.
     """
 
-    def __init__(self, pad_id: int, cands: Candidates):
-        self.pad_id, self.cands = pad_id, cands
+    def __init__(self, pad_id: int, cands: Candidates, packed: bool = False):
+        self.pad_id, self.cands, self.packed = pad_id, cands, packed
         self.table, self.owner = candidate_table(cands)
 
     def __call__(self, features: list[dict]) -> dict:
@@ -95,6 +100,8 @@ class LabelScoringCollator:
 
         words = [[]] if self.cands.single_token else self.cands.token_ids
         seqs = [f["prompt_ids"] + w for f in features for w in words]
+        if self.packed:
+            return self._packed(seqs, features)
         length = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), length), dtype=torch.long)
@@ -112,17 +119,35 @@ class LabelScoringCollator:
             batch["labels"] = torch.tensor([f["labels"] for f in features])
         return batch
 
+    def _packed(self, seqs: list[list[int]], features: list[dict]) -> dict:
+        import torch
+
+        ends = torch.tensor([len(s) for s in seqs]).cumsum(0)
+        m = self.cands.width
+        # The same positions as unpacked, per sequence: its last one (one-token words: the prompt's end), or
+        # the m positions that predict its word's tokens.
+        keep = ends - 1 if self.cands.single_token else torch.cat([torch.arange(e - m - 1, e - 1) for e in ends.tolist()])
+        batch = {"input_ids": torch.tensor([[t for s in seqs for t in s]]),
+                 "position_ids": torch.tensor([[p for s in seqs for p in range(len(s))]]),
+                 "logits_to_keep": keep, "use_cache": False,  # a KV cache would disable the packed-sequence mask
+                 "cand_ids": self.table, "cand_owner": self.owner, "loss_items": len(features)}
+        if "labels" in features[0]:
+            batch["labels"] = torch.tensor([f["labels"] for f in features])
+        return batch
+
 
 def label_scores(logits, cand_ids, cand_owner, n_labels: int, reduce: str = "sum"):
-    """(B, K) label scores from the kept logits: (B*C, m, V), or (B, 1, V) for single-token words.
+    """(B, K) label scores from the kept logits: (B*C, m, V), or (B, 1, V) for single-token words (a packed
+    batch's (1, B*C*m, V) alike).
 
     `cand_ids` (C, m) and `cand_owner` (C,) come from `candidate_table`.
     """
     import torch
 
+    c, m = cand_ids.shape
+    logits = logits.reshape(-1, m, logits.shape[-1])  # a packed batch's (1, S * m, V) -> (S, m, V)
     logp = logits.float().log_softmax(-1)
     cand_ids, cand_owner = cand_ids.to(logp.device), cand_owner.to(logp.device)
-    c, m = cand_ids.shape
     if m == 1:
         cand = logp[:, 0, cand_ids[:, 0]]                                            # (B, C)
     else:
