@@ -138,3 +138,17 @@ def test_eval_set_needs_config_and_label_scoring_needs_prompt(capsys, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("task: {name: classification, method: label_scoring}\nmodel: {name: x}\n")
     expect_error(capsys, "label_scoring needs task.prompt containing", "data", "validate", cfg)
+
+
+def test_trackers_and_training_values_are_checked_before_training(capsys, cfg, monkeypatch):
+    import importlib.util
+
+    path, overrides = cfg
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    expect_error(capsys, r"train.report_to: wandb is not installed; pip install wandb", "data", "validate", path,
+                 *overrides, "train.report_to=wandb")
+    expect_error(capsys, r"unknown tracker 'tensorbord' \(did you mean 'tensorboard'\?\)", "data", "validate",
+                 path, *overrides, "train.report_to=tensorbord")
+    expect_error(capsys, r"train.best_metric: classification does not report 'eval_f1'; choose one of eval_loss, "
+                         r"eval_accuracy, eval_macro_f1", "train", path, *overrides, "train.best_metric=f1")

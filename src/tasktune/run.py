@@ -100,7 +100,11 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
 
 
 def check_metrics(cfg: Config, task) -> None:
-    """train.best_metric and train.early_stopping.metric must be metrics the task reports (or eval_loss)."""
+    """train.best_metric and train.early_stopping.metric must be metrics the task reports (or eval_loss);
+    train.report_to's trackers must be installed."""
+    from tasktune.engine.trackers import check_trackers
+
+    check_trackers(cfg.train.report_to)
     known = ["eval_loss"] + [f"eval_{m}" for m in task.metric_names]
     for key, metric in (("train.best_metric", cfg.train.best_metric),
                         ("train.early_stopping.metric", cfg.train.early_stopping.metric)):

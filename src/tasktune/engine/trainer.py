@@ -77,11 +77,8 @@ def training_arguments(cfg, run_dir: str, has_eval: bool, task=None):
             report_to=t.report_to or "none", restore_callback_states_from_checkpoint=True,
             remove_unused_columns=False, disable_tqdm=False, use_cpu=not torch.cuda.is_available(), **interval, **save,
         )
-    except (ValueError, ImportError) as exc:
-        if t.report_to and any(name in str(exc) for name in t.report_to):
-            raise UserError(f"train.report_to {t.report_to}: {str(exc).splitlines()[0]}; install the tracker's "
-                            "package or remove it from train.report_to") from None
-        raise
+    except ValueError as exc:  # a combination TrainingArguments refuses: name it, no traceback
+        raise UserError(f"training arguments: {str(exc).splitlines()[0]}; change the train.* settings") from None
 
 
 def head_parameter_groups(optimizer, model, heads: list[str], lr: float) -> int:
