@@ -27,6 +27,13 @@ SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constan
               "warmup_stable_decay", "greedy")
 
 
+def _moved(values, section: str, key: str, why: str):
+    """A key that moved into the task's own section: say where it lives now, with the value to write."""
+    if isinstance(values, dict) and key in values:
+        raise ValueError(f"{section}.{key} is now task.{key} ({why}); write task.{key}: {values[key]}")
+    return values
+
+
 class Section(BaseModel):
     # Unknown keys are errors (with a "did you mean"), never silently ignored.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -72,10 +79,7 @@ class ModelConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _method_moved(cls, values):
-        if isinstance(values, dict) and "method" in values:
-            raise ValueError(f"model.method is now task.method (it belongs to the task); write "
-                             f"task.method: {values['method']}")
-        return values
+        return _moved(values, "model", "method", "it belongs to the task")
 
     @model_validator(mode="after")
     def _quantization_needs_lora(self):
@@ -170,10 +174,7 @@ class TrainConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _class_weights_moved(cls, values):
-        if isinstance(values, dict) and "class_weights" in values:
-            raise ValueError(f"train.class_weights is now task.class_weights (weights name the task's labels); "
-                             f"write task.class_weights: {values['class_weights']}")
-        return values
+        return _moved(values, "train", "class_weights", "weights name the task's labels")
 
     @field_validator("report_to", mode="before")
     @classmethod
