@@ -165,3 +165,21 @@ def tiny_gemma(tmp_path_factory):
     Gemma3ForCausalLM(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def ret_bert(tmp_path_factory):
+    """A 2-layer BERT (hidden 32) whose WordPiece vocabulary knows the retrieval test texts."""
+    from retrieval_data import vocabulary
+
+    return _save_bert(tmp_path_factory.mktemp("ret-bert"), _wordpiece_tokenizer(vocabulary()), 128)
+
+
+@pytest.fixture()
+def retrieval_files(tmp_path):
+    """corpus.jsonl (40 passages), train.jsonl (32 questions) and eval.jsonl (8 questions)."""
+    from retrieval_data import corpus_and_queries
+
+    corpus, queries = corpus_and_queries()
+    return (write_jsonl(tmp_path / "corpus.jsonl", corpus), write_jsonl(tmp_path / "train.jsonl", queries[:32]),
+            write_jsonl(tmp_path / "eval.jsonl", queries[32:]))

@@ -134,7 +134,8 @@ def test_models_list_and_catalog_errors(capsys, monkeypatch):
 
 
 def test_eval_set_needs_config_and_label_scoring_needs_prompt(capsys, tmp_path):
-    expect_error(capsys, "--set needs --config", "eval", "--model", "x", "--set", "task.prompt=a")
+    expect_error(capsys, "--set/--corpus need a run, --config FILE, or --model with --task", "eval", "--model", "x",
+                 "--set", "task.prompt=a")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("task: {name: classification, method: label_scoring}\nmodel: {name: x}\n")
     expect_error(capsys, "label_scoring needs task.prompt containing", "data", "validate", cfg)

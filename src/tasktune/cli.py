@@ -5,6 +5,8 @@
     tasktune predict RUN --text T | --input F [--output F] | --interactive -> run.predict
     tasktune compare RUN... [--out F]                               -> compare.compare
     tasktune export RUN --out DIR [--merge-lora]                    -> export.export_run
+    tasktune index build --model M --corpus F --out DIR | search DIR --query Q -> indexing.index_build / index_search
+    tasktune mine --model M --queries F --corpus F --out F          -> indexing.mine_negatives
     tasktune data inspect FILE [--model M]                          -> data.inspect.inspect_file
     tasktune data convert --from squad|fields IN OUT [...]          -> data.convert.convert
     tasktune data validate cfg.yaml [key.sub=value ...]             -> run.validate
@@ -47,13 +49,17 @@ def cmd_train(a):
 
 
 def cmd_eval(a):
+    from tasktune.config import load_config
     from tasktune.run import evaluate
 
-    from tasktune.config import load_config
-
-    if a.set and not a.config:
-        raise UserError("eval --set needs --config FILE (it overrides that config's keys)")
-    config = load_config(a.config, a.set or []) if a.config else None
+    sets = (a.set or []) + ([f"task.corpus={a.corpus}"] if a.corpus else [])
+    if a.run:  # a run with other settings (e.g. task.fusion=rrf): evaluate applies them to the run's config
+        return evaluate(run=a.run, data=a.data, baseline=a.baseline, columns=_columns(a.column), out=a.out,
+                        tune=a.tune, overrides=sets)
+    if sets and not (a.config or (a.task and a.model)):
+        raise UserError("eval --set/--corpus need a run, --config FILE, or --model with --task (they set task keys)")
+    base = None if a.config else {"task": {"name": a.task}, "model": {"name": a.model}}
+    config = load_config(a.config, sets, base=base) if (a.config or sets) else None
     return evaluate(run=a.run, model=a.model, task_name=a.task, data=a.data, baseline=a.baseline,
                     columns=_columns(a.column), out=a.out, config=config, tune=a.tune)
 
@@ -77,6 +83,26 @@ def cmd_export(a):
     return export_run(a.run, a.out, merge_lora=a.merge_lora, overwrite=a.overwrite)
 
 
+def cmd_index_build(a):
+    from tasktune.indexing import index_build
+
+    return index_build(a.model, a.corpus, a.out, kind=a.kind, pooling=a.pooling, batch_size=a.batch_size)
+
+
+def cmd_index_search(a):
+    from tasktune.indexing import index_search
+
+    return index_search(a.index, a.query, k=a.k, model=a.model)
+
+
+def cmd_mine(a):
+    from tasktune.indexing import mine_negatives
+
+    return mine_negatives(a.model, a.queries, a.corpus, a.out, hard_if_gold_not_in=a.hard_if_gold_not_in,
+                          negatives=a.negatives, max_similarity=a.max_similarity, pooling=a.pooling,
+                          keep_easy=a.keep_easy)
+
+
 def cmd_inspect(a):
     from tasktune.data.inspect import inspect_file
 
@@ -87,7 +113,8 @@ def cmd_convert(a):
     from tasktune.data.convert import convert
 
     return convert(a.source, a.input, a.output, questions=a.questions, negative_ratio=a.negative_ratio,
-                   negatives=a.negatives, seed=a.seed, overwrite=a.overwrite)
+                   negatives=a.negatives, seed=a.seed, overwrite=a.overwrite, chunk_chars=a.chunk_chars,
+                   overlap=a.overlap)
 
 
 def cmd_validate(a):
@@ -139,12 +166,14 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("run", nargs="?", help="run folder")
     e.add_argument("--model", help="a model folder or name instead of a run (e.g. a baseline)")
     e.add_argument("--task", help="task family for --model (see `tasktune tasks`)")
-    e.add_argument("--data", help="labelled file; default: the run's eval split")
+    e.add_argument("--data", "--queries", dest="data", help="labelled file; default: the run's eval split")
+    e.add_argument("--corpus", help="retrieval with --model: the corpus file (sets task.corpus)")
     e.add_argument("--baseline", action="store_true", help="also score trivial baselines on the same rows")
     e.add_argument("--column", action="append", metavar="FIELD=COLUMN", help="column mapping, repeatable")
     e.add_argument("--out", help="output folder; default RUN/eval/<split>")
     e.add_argument("--config", help="with --model: a config whose task settings to use (prompt, labels...)")
-    e.add_argument("--set", action="append", metavar="KEY=VALUE", help="with --config: override a key, repeatable")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="with --config, or --model and --task: set a config key, repeatable")
     e.add_argument("--tune-null-threshold", "--tune", dest="tune", action="store_true",
                    help="fit the task's decision thresholds on these rows and store them in RUN/best/tasktune.json "
                         "(extractive_qa: the no-answer threshold(s) maximising F1)")
@@ -175,6 +204,35 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     x.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     x.set_defaults(func=cmd_export)
 
+    ix = sub.add_parser("index", help="a retrieval model's faiss index: build, search").add_subparsers(
+        dest="index_verb", required=True)
+    b = ix.add_parser("build", help="embed a corpus and save a faiss index (records the model)")
+    b.add_argument("--model", required=True, help="a retrieval run folder, or a model folder / catalog name")
+    b.add_argument("--corpus", required=True, help="rows {id, text}")
+    b.add_argument("--out", required=True, help="index folder")
+    b.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"], help="exact, or approximate for large corpora")
+    b.add_argument("--pooling", choices=["mean", "cls", "last"], help="for a plain model (a run knows its own)")
+    b.add_argument("--batch-size", type=int, default=32)
+    b.set_defaults(func=cmd_index_build)
+    se = ix.add_parser("search", help="the k best passages of a query, with scores and text")
+    se.add_argument("index", help="index folder")
+    se.add_argument("--query", action="append", required=True, help="a query, repeatable")
+    se.add_argument("--k", type=int, default=5)
+    se.add_argument("--model", help="check and use this model instead of the one recorded in the index")
+    se.set_defaults(func=cmd_index_search)
+    mn = sub.add_parser("mine", help="hard queries and negatives from a retrieval model's rankings")
+    mn.add_argument("--model", required=True, help="a retrieval run folder, or a model folder / catalog name")
+    mn.add_argument("--queries", required=True, help="rows {id, query, positive_ids}")
+    mn.add_argument("--corpus", required=True, help="rows {id, text}")
+    mn.add_argument("--out", required=True, help="jsonl of hard queries with negative_ids and scores")
+    mn.add_argument("--hard-if-gold-not-in", type=int, default=3, help="hard: no positive in this top k")
+    mn.add_argument("--negatives", type=int, default=5, help="negatives per hard query")
+    mn.add_argument("--max-similarity", type=float, default=0.95,
+                    help="skip passages this similar (cosine) to a positive: near-copies are likely relevant")
+    mn.add_argument("--pooling", choices=["mean", "cls", "last"], help="for a plain model")
+    mn.add_argument("--keep-easy", action="store_true", help="also write the queries the model gets right")
+    mn.set_defaults(func=cmd_mine)
+
     d = sub.add_parser("data", help="inspect or validate data").add_subparsers(dest="data_verb", required=True)
     i = d.add_parser("inspect", help="counts, label balance, token-length histogram")
     i.add_argument("file")
@@ -183,10 +241,13 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     i.add_argument("--task", help="the task whose view to add (default: the family whose columns the file has)")
     i.add_argument("--out", help="histogram PNG path; default <file stem>.lengths.png")
     i.set_defaults(func=cmd_inspect)
-    cv = d.add_parser("convert", help="convert SQuAD/CMRC JSON or field records into extractive_qa rows (jsonl)")
-    cv.add_argument("--from", dest="source", required=True, choices=["squad", "fields"], help="input format")
+    cv = d.add_parser("convert", help="SQuAD/CMRC JSON or field records -> extractive_qa rows (jsonl); "
+                                      "QA rows -> a retrieval corpus + queries (qa-retrieval)")
+    cv.add_argument("--from", dest="source", required=True, choices=["squad", "fields", "qa-retrieval"],
+                    help="input format")
     cv.add_argument("input", help="SQuAD-style JSON, or field records {id, text, fields: {...}} (jsonl/json)")
-    cv.add_argument("output", help="jsonl to write; its manifest <output>.convert.json lets a rerun reuse it")
+    cv.add_argument("output", help="jsonl to write (its manifest <output>.convert.json lets a rerun reuse it); "
+                                   "qa-retrieval: a folder")
     cv.add_argument("--questions", help="fields: YAML mapping field -> question")
     cv.add_argument("--negative-ratio", type=float, help="fields: share of no-answer samples in the output, e.g. "
                                                            "0.12 (default: every null field, no pairs)")
@@ -194,6 +255,10 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
                     help="fields: negatives from null values, from asking a record for a field it does not list, "
                          "or both (null first)")
     cv.add_argument("--seed", type=int, default=0, help="fields: seed of the negative sampling")
+    cv.add_argument("--chunk-chars", type=int, help="qa-retrieval: cut contexts into chunks of at most N characters "
+                                                    "at sentence ends (default: whole contexts)")
+    cv.add_argument("--overlap", type=int, default=0, help="qa-retrieval: characters of sentences repeated between "
+                                                           "consecutive chunks")
     cv.add_argument("--overwrite", action="store_true", help="replace an output converted from other inputs")
     cv.set_defaults(func=cmd_convert)
     v = d.add_parser("validate", help="run every check a training run would make, without loading a model")
@@ -236,6 +301,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    if isinstance(result, dict) and result:
+    if isinstance(result, (dict, list)) and result:
         print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
     return 0

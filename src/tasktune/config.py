@@ -75,6 +75,10 @@ class ModelConfig(Section):
         None, description="Load the frozen base in 4 or 8 bits (bitsandbytes) and train LoRA on it: QLoRA."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    attention: Literal["causal", "bidirectional"] = Field(
+        "causal", description="bidirectional: every token attends to the whole input (decoders that have the "
+        "switch, e.g. Gemma 3; encoders already do). For heads and embeddings, not for tasks that generate or "
+        "score next tokens.")
 
     @model_validator(mode="before")
     @classmethod

@@ -95,6 +95,9 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
     if cfg.baseline.after_training and splits.eval:
         comparison = run_baselines(task, cfg, splits.state, splits.eval, run_dir / "eval" / "eval", results["eval"])
         results["eval"] = {**results["eval"], "baselines": comparison["methods"]}
+    after = member(task, "after_training")
+    if after is not None:
+        after(trainer.model, tok, splits, cfg, run_dir, results.get("eval", {}))
     log.info("done: best model in %s", run_dir / BEST)
     return results.get("eval", {})
 
@@ -209,13 +212,15 @@ def _eval_rows_for(task, cfg, state, data: str | None, run: str | None) -> tuple
 
 def evaluate(run: str | None = None, model: str | None = None, task_name: str | None = None,
              data: str | None = None, baseline: bool = False, columns: dict | None = None,
-             out: str | None = None, config: Config | None = None, tune: bool = False) -> dict:
+             out: str | None = None, config: Config | None = None, tune: bool = False,
+             overrides: list[str] = ()) -> dict:
     """Evaluate a run's best model (or any `model`, with `config`'s task settings) on labelled rows.
 
     Writes predictions.jsonl and metrics.json into RUN/eval/<split>/ (or `out`); with `baseline`,
     also the baselines' predictions (baselines/<name>.jsonl) and baseline_comparison.json. With
     `tune`, fits the task's decision thresholds (extractive QA: no answer) on these rows and stores
-    them in RUN/best/tasktune.json for predict.
+    them in RUN/best/tasktune.json for predict. `overrides` (key=value) change the run's settings for this
+    evaluation only; its outputs then go to RUN/eval/<split>-<overrides> unless `out` is given.
     """
     if (run is None) == (model is None):
         raise UserError("eval takes a run folder or --model PATH (one of them)")
@@ -223,9 +228,15 @@ def evaluate(run: str | None = None, model: str | None = None, task_name: str | 
         raise UserError("--tune-null-threshold stores the threshold in a run's best/tasktune.json; pass a run folder")
     if run is not None:
         task, cfg, state, path = load_run(run)
+        if overrides:
+            from tasktune.config import load_config
+
+            cfg = load_config(None, list(overrides), base=cfg.model_dump(mode="json"))
         if columns:
             cfg.data.columns = {**cfg.data.columns, **columns}
         split, rows = _eval_rows_for(task, cfg, state, data, run)
+        if overrides and not out:
+            out = str(Path(run) / "eval" / "-".join([split, *overrides]).replace("/", "_").replace(" ", ""))
     else:
         cfg = _model_config(model, task_name, config, columns)
         task = get_task(cfg.task.name)

@@ -29,16 +29,25 @@ from tasktune.errors import UserError
 from tasktune.fingerprint import sha256_files
 
 log = logging.getLogger("tasktune")
-SOURCES = ("squad", "fields")
+SOURCES = ("squad", "fields", "qa-retrieval")
 
 
 def convert(source: str, input: str, output: str, questions: str | None = None, negative_ratio: float | None = None,
-            negatives: str = "both", seed: int = 0, overwrite: bool = False) -> dict:
-    """Convert `input` into QA rows at `output`; returns the counts (also in `<output>.convert.json`)."""
+            negatives: str = "both", seed: int = 0, overwrite: bool = False, chunk_chars: int | None = None,
+            overlap: int = 0) -> dict:
+    """Convert `input` into QA rows at `output`; returns the counts (also in `<output>.convert.json`).
+
+    `qa-retrieval` writes a retrieval set (corpus + queries) into the folder `output` instead
+    (data/qa_retrieval.py).
+    """
     if source not in SOURCES:
         raise UserError(f"unknown --from '{source}'; available: {', '.join(SOURCES)}")
     if not Path(input).is_file():
         raise UserError(f"input file '{input}' not found; check the path")
+    if source == "qa-retrieval":
+        from tasktune.data.qa_retrieval import qa_to_retrieval
+
+        return qa_to_retrieval(input, output, chunk_chars, overlap, overwrite)
     if source == "fields" and not questions:
         raise UserError("--from fields needs --questions FILE (YAML: field -> question, e.g. alias: 别名是什么？)")
     if negative_ratio is not None and not 0 <= negative_ratio < 1:

@@ -102,6 +102,29 @@ def torch_dtype(name: str):
     return torch.float32
 
 
+def attention_kwargs(path: str, cfg) -> dict:
+    """from_pretrained kwargs for model.attention: {} for causal; for bidirectional, the config switch of
+    the model types that have one (Gemma 3's `use_bidirectional_attention`, the switch behind
+    EmbeddingGemma). Encoders are bidirectional already; another decoder is refused rather than patched.
+    """
+    if cfg.model.attention == "causal":
+        return {}
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = AutoConfig.from_pretrained(path)
+    if hasattr(config, "use_bidirectional_attention"):
+        return {"use_bidirectional_attention": True}
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return {}  # an encoder: every token already sees the whole input
+    raise UserError(f"model.attention bidirectional: model type '{config.model_type}' has no switch for it in "
+                    f"transformers (types that do: {', '.join(BIDIRECTIONAL_TYPES)}); use model.attention=causal")
+
+
+# Decoder configs with a `use_bidirectional_attention` switch in transformers 5 (for the message above).
+BIDIRECTIONAL_TYPES = ("gemma", "gemma2", "gemma3_text", "gemma3n_text", "gemma4_text")
+
+
 def to_device(model):
     """`model` on the GPU when there is one (inference), else unchanged."""
     import torch

@@ -10,10 +10,12 @@ from __future__ import annotations
 from tasktune.errors import UserError, did_you_mean
 from tasktune.tasks.classification import Classification
 from tasktune.tasks.extractive_qa import ExtractiveQA
+from tasktune.tasks.retrieval import Retrieval
 
 TASKS = {
     "classification": Classification,
     "extractive_qa": ExtractiveQA,
+    "retrieval": Retrieval,
 }
 
 

@@ -60,6 +60,9 @@ class ClassificationSettings(TaskSettings):
         if cfg.train.packing and self.method != "label_scoring":
             return "train.packing works with task.method label_scoring (a head reads each row's last token)"
         if self.method == "label_scoring":
+            if cfg.model.attention != "causal":
+                return ("task.method label_scoring reads next-token probabilities: it needs model.attention causal "
+                        "(bidirectional suits task.method head)")
             if not self.prompt or "{text}" not in self.prompt:
                 return "task.method label_scoring needs task.prompt containing {text}"
             if not self.verbalizer:
@@ -141,7 +144,7 @@ class Classification:
     def build_model(self, path, cfg, state, for_training=True):
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-        from tasktune.models.loading import load_tokenizer, torch_dtype
+        from tasktune.models.loading import attention_kwargs, load_tokenizer, torch_dtype
         from tasktune.models.peft_adapters import load_model
 
         labels = state["labels"]
@@ -154,7 +157,8 @@ class Classification:
                 return AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype(cfg.model.dtype), **kwargs)
             model = AutoModelForSequenceClassification.from_pretrained(
                 p, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                label2id={lab: i for i, lab in enumerate(labels)}, dtype=torch_dtype(cfg.model.dtype), **kwargs)
+                label2id={lab: i for i, lab in enumerate(labels)}, dtype=torch_dtype(cfg.model.dtype),
+                **attention_kwargs(p, cfg), **kwargs)
             # Decoders classify from the last non-pad token and must know which id is padding.
             model.config.pad_token_id = tok.pad_token_id
             return model

@@ -151,7 +151,7 @@ class ExtractiveQA:
     def build_model(self, path, cfg, state, for_training=True):
         from transformers import AutoConfig
 
-        from tasktune.models.loading import load_tokenizer, torch_dtype
+        from tasktune.models.loading import attention_kwargs, load_tokenizer, torch_dtype
         from tasktune.models.peft_adapters import load_model
         from tasktune.models.span_head import HEADS, span_model_class
 
@@ -159,7 +159,7 @@ class ExtractiveQA:
 
         def loader(p, **kwargs):
             cls = span_model_class(AutoConfig.from_pretrained(p))
-            return cls.from_pretrained(p, dtype=torch_dtype(cfg.model.dtype), **kwargs)
+            return cls.from_pretrained(p, dtype=torch_dtype(cfg.model.dtype), **attention_kwargs(p, cfg), **kwargs)
 
         if cfg.model.lora is not None:
             # The new heads are trained in full and saved beside the adapter.

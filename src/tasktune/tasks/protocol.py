@@ -102,6 +102,8 @@ OPTIONAL = {
     "check_config": "check_config(cfg) -> str | None: a rule across config sections, as an error message",
     "before_training": "before_training(model, tokenizer, splits, cfg, run_dir) -> splits: work that needs the "
                        "model before training (mine hard negatives, retrieve context)",
+    "after_training": "after_training(model, tokenizer, splits, cfg, run_dir, metrics): a stage after the final "
+                      "evaluation (compare with the starting model)",
     "save_artifacts": "save_artifacts(model, tokenizer, cfg, state, folder): extra files for best/",
     "write_plots": "write_plots(metrics, state, out_dir): pictures of an evaluation (confusion matrix)",
     "inspect": "inspect(rows, tokenizer) -> dict: the task's view in `tasktune data inspect`",

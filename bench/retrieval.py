@@ -1,0 +1,95 @@
+"""Benchmark (not a test): dense retrieval on CMRC 2018 trial as a chunk corpus, against BM25.
+
+Data: `../shared/data/cmrc2018/cmrc2018_trial.json` through `tasktune data convert --from qa-retrieval
+--chunk-chars 120` (contexts cut at sentence ends; each question's positive is the chunk holding its
+answer). Every run splits the questions the same way (data.seed 0, 20% held out by paragraph) and
+searches the held-out questions against ALL chunks. Each variant is `examples/retrieval_two_stage.yaml`
+(gemma-3-270m, LoRA, two-stage: rank with the starting model, mine, train, evaluate again) with its
+overrides; BM25 (character unigrams + bigrams) and the untrained model are scored beside it, and the
+best variant is evaluated again with reciprocal rank fusion of its ranking and BM25's.
+
+Variants: causal-last (causal attention, last-token pooling) and bidir-mean (bidirectional attention,
+mean pooling), both with per-dimension standardisation.
+
+Run: python bench/retrieval.py [--variants bidir-mean] [--train-rows 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from subprocess_runs import runs_folder
+
+ROOT = Path(__file__).parents[1]
+DATA = ROOT.parent / "shared" / "data" / "cmrc2018" / "cmrc2018_trial.json"
+VARIANTS = {
+    "causal-last": ["model.attention=causal", "task.pooling=last"],
+    "bidir-mean": ["model.attention=bidirectional", "task.pooling=mean"],
+}
+
+
+def _seconds_to_stage1(run: Path) -> float | None:
+    """Seconds from the run's first log line to the end of stage 1 (ranking + mining), from train.log."""
+    stamps = [(datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f"), line)
+              for line in (run / "train.log").read_text(encoding="utf-8").splitlines() if re.match(r"\d{4}-", line)]
+    done = next((t for t, line in stamps if "stage 1:" in line), None)
+    return round((done - stamps[0][0]).total_seconds(), 1) if done and stamps else None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--train-rows", type=int, default=400)
+    p.add_argument("--runs", default="bench_runs/retrieval")
+    p.add_argument("--out", default="bench/retrieval.json")
+    a = p.parse_args()
+    out = runs_folder(DATA, a.runs)
+    if out is None:
+        return
+    data = out / "cmrc_ret"
+    if not (data / "queries.jsonl").is_file():
+        subprocess.run([sys.executable, "-m", "tasktune", "data", "convert", "--from", "qa-retrieval", str(DATA),
+                        str(data), "--chunk-chars", "120", "--overwrite"], check=True)
+    from tasktune.compare import compare
+
+    result, table = {"convert": json.loads((data / "convert.json").read_text()), "runs": {}}, {}
+    common = [f"task.corpus={data / 'corpus.jsonl'}", f"data.train={data / 'queries.jsonl'}", "data.seed=0",
+              f"data.max_train_rows={a.train_rows}"]
+    for name in a.variants:
+        folder = out / name
+        cfg_args = [*common, *VARIANTS[name]]
+        proc = subprocess.run([sys.executable, "-m", "tasktune", "train", str(ROOT / "examples/retrieval_two_stage.yaml"),
+                               *cfg_args, f"output_dir={folder}", "--overwrite"], capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+        history = json.loads((folder / "metrics_history.json").read_text())
+        end = next(h for h in history if "train_runtime" in h)
+        result["runs"][name] = {"train_runtime_s": end["train_runtime"],
+                                "train_queries_per_s": end["train_samples_per_second"],
+                                "stage1_s": _seconds_to_stage1(folder),
+                                "comparison": json.loads((folder / "comparison.json").read_text())["metrics"]}
+        for method, m in compare([str(folder)])["methods"].items():
+            table[f"{name}: {method}" if method != "bm25" else "bm25"] = m
+        print(name, json.dumps(result["runs"][name]), flush=True)
+    best = max(a.variants, key=lambda n: table[f"{n}: {n}"]["mrr@10"]["value"])
+    subprocess.run([sys.executable, "-m", "tasktune", "eval", str(out / best), "--set", "task.fusion=rrf"], check=True,
+                   capture_output=True)
+    fused = compare([str(out / best)], split="eval-task.fusion=rrf")["methods"][best]
+    table[f"{best} + BM25 (RRF)"] = fused
+    result["quality"] = table
+    Path(a.out).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+    keys = ("top1", "top3", "top5", "mrr@10")
+    print("| method | " + " | ".join(keys) + " |")
+    for name, m in table.items():
+        print(f"| {name} | " + " | ".join(f"{m[k]['value']:.3f} [{m[k]['ci95'][0]:.3f}, {m[k]['ci95'][1]:.3f}]"
+                                          for k in keys) + " |")
+
+
+if __name__ == "__main__":
+    main()
