@@ -31,17 +31,38 @@ def apply_lora(model, lora, task_type: str | None):
     if targets == "all-linear" and ((task_type is None and lora.modules_to_save) or layers is not None):
         # peft's 'all-linear' knows the output layers of its own task types only; on a custom head it
         # would adapt the head that modules_to_save trains in full, which peft refuses. With chosen
-        # layers peft wants names, and would adapt an output head among them: leave the heads out.
+        # layers we name the modules ourselves, and the heads stay out.
         targets = linear_layer_names(model, exclude=[*(lora.modules_to_save or ()), *_head_names(model, task_type)])
+    if layers is not None:
+        # peft's layers_to_transform finds layer numbers by a pattern that needs a prefix before the layer
+        # stack (model.layers.N): a bare backbone (layers.N, as AutoModel loads it) never matches. Full
+        # module names inside the chosen layers work for every model.
+        targets = _modules_in_layers(model, targets, layers)
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=targets, modules_to_save=lora.modules_to_save,
-                        task_type=task_type, layers_to_transform=layers)
+                        target_modules=targets, modules_to_save=lora.modules_to_save, task_type=task_type)
     model = get_peft_model(model, config)
     trainable, total = model.get_nb_trainable_parameters()
-    layers = config.layers_to_transform
     log.info("LoRA r=%d on %s%s: %s of %s parameters trainable (%.2f%%)", lora.r, lora.target_modules,
              f", layers {layers}" if layers else "", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return model
+
+
+def _modules_in_layers(model, names: list[str], layers: list[int]) -> list[str]:
+    """Full names of the linear modules called `names` inside the given transformer layers."""
+    from torch import nn
+
+    from tasktune.errors import UserError
+
+    total = model.config.num_hidden_layers
+    stack = next((n for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == total), None)
+    if stack is None:
+        raise UserError("model.lora.layers: could not find this model's stack of layers; remove model.lora.layers")
+    prefixes = tuple(f"{stack}.{i}." for i in layers)
+    found = [n for n, m in model.named_modules()
+             if isinstance(m, nn.Linear) and n.split(".")[-1] in set(names) and n.startswith(prefixes)]
+    if not found:
+        raise UserError(f"model.lora.layers: none of {names} is inside layers {layers}; check model.lora.target_modules")
+    return found
 
 
 def _layer_indices(model, layers) -> list[int] | None:
