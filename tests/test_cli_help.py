@@ -9,7 +9,8 @@ import pytest
 from tasktune.cli import main
 
 VERBS = [[], ["train"], ["eval"], ["predict"], ["compare"], ["export"], ["data"], ["data", "inspect"],
-         ["data", "convert"], ["data", "validate"], ["tasks"], ["models"], ["models", "list"], ["models", "pull"]]
+         ["data", "convert"], ["data", "validate"], ["tasks"], ["models"], ["models", "list"], ["models", "pull"],
+         ["index"], ["index", "build"], ["index", "search"], ["mine"]]
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
