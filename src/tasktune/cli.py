@@ -68,7 +68,7 @@ def cmd_predict(a):
     from tasktune.run import predict
 
     predict(a.run, text=a.text, input=a.input, output=a.output, interactive=a.interactive, batch_size=a.batch_size,
-            extra={"question": a.question})
+            extra={"question": a.question}, submission=a.submission)
 
 
 def cmd_compare(a):
@@ -186,6 +186,7 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
                                       "without it a field-extraction run asks every field's question")
     r.add_argument("--input", help="file of rows (jsonl, csv, ...)")
     r.add_argument("--output", help="where --input's predictions go (jsonl); default stdout")
+    r.add_argument("--submission", help="multiple_choice with --input: also write id,prediction (top 3 letters) CSV")
     r.add_argument("--interactive", action="store_true", help="read texts line by line until EOF")
     r.add_argument("--batch-size", type=int, default=32)
     r.set_defaults(func=cmd_predict)
@@ -242,9 +243,10 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     i.add_argument("--out", help="histogram PNG path; default <file stem>.lengths.png")
     i.set_defaults(func=cmd_inspect)
     cv = d.add_parser("convert", help="SQuAD/CMRC JSON or field records -> extractive_qa rows (jsonl); "
-                                      "QA rows -> a retrieval corpus + queries (qa-retrieval)")
-    cv.add_argument("--from", dest="source", required=True, choices=["squad", "fields", "qa-retrieval"],
-                    help="input format")
+                                      "QA rows -> a retrieval corpus + queries (qa-retrieval); C3 JSON or the "
+                                      "Kaggle science-exam CSV -> multiple_choice rows")
+    cv.add_argument("--from", dest="source", required=True,
+                    choices=["squad", "fields", "qa-retrieval", "c3", "kaggle-mc"], help="input format")
     cv.add_argument("input", help="SQuAD-style JSON, or field records {id, text, fields: {...}} (jsonl/json)")
     cv.add_argument("output", help="jsonl to write (its manifest <output>.convert.json lets a rerun reuse it); "
                                    "qa-retrieval: a folder")

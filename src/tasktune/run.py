@@ -295,15 +295,21 @@ def _summary(metrics: dict) -> dict:
 
 
 def predict(run: str, text: str | None = None, input: str | None = None, output: str | None = None,
-            interactive: bool = False, batch_size: int = 32, extra: dict | None = None) -> list[dict]:
+            interactive: bool = False, batch_size: int = 32, extra: dict | None = None,
+            submission: str | None = None) -> list[dict]:
     """Predict one text, a file of rows (to `output`, or stdout) or lines typed at a prompt.
 
-    `extra` holds the task's other fields for --text / --interactive rows (extractive QA: a question).
+    `extra` holds the task's other fields for --text / --interactive rows (extractive QA: a question);
+    `submission` also writes the task's submission file (multiple choice: id,prediction).
     """
     extra = {k: v for k, v in (extra or {}).items() if v is not None}
     if sum(x is not None and x is not False for x in (text, input, interactive)) != 1:
         raise UserError("predict takes exactly one of --text, --input FILE or --interactive")
     task, cfg, state, path = load_run(run)
+    write_submission = member(task, "write_submission")
+    if submission and (write_submission is None or input is None):
+        raise UserError("--submission goes with --input FILE" if write_submission else
+                        f"--submission: {task.name} runs have no submission format (multiple_choice has)")
     if input is not None:
         if extra:
             raise UserError(f"--{next(iter(extra))} goes with --text or --interactive; an --input file carries "
@@ -322,6 +328,9 @@ def predict(run: str, text: str | None = None, input: str | None = None, output:
     if text is not None:
         rows = [_text_row(task, cfg, state, text, extra, "--text")]
     preds = with_gold(task, task.predict(net, tok, rows, cfg, state, batch_size), rows)
+    if submission:
+        write_submission(preds, submission)
+        log.info("submission of %d rows -> %s", len(preds), submission)
     if output:
         write_jsonl(output, preds)
         log.info("%d predictions -> %s", len(preds), output)

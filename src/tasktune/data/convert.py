@@ -29,7 +29,7 @@ from tasktune.errors import UserError
 from tasktune.fingerprint import sha256_files
 
 log = logging.getLogger("tasktune")
-SOURCES = ("squad", "fields", "qa-retrieval")
+SOURCES = ("squad", "fields", "qa-retrieval", "c3", "kaggle-mc")
 
 
 def convert(source: str, input: str, output: str, questions: str | None = None, negative_ratio: float | None = None,
@@ -65,15 +65,20 @@ def convert(source: str, input: str, output: str, questions: str | None = None, 
                         "pass --overwrite to replace it, or choose another output path")
     if source == "squad":
         rows, counts, problems = from_squad(input)
+    elif source in ("c3", "kaggle-mc"):
+        from tasktune.data.mc_convert import mc_rows
+
+        rows, counts, problems = mc_rows(source, input)
     else:
         rows, counts, problems = from_fields(input, _read_questions(questions), negative_ratio, negatives, seed)
     if not rows:
-        raise UserError(f"{input}: no QA samples came out; check that it is {source} data")
+        raise UserError(f"{input}: no rows came out; check that it is {source} data")
     write_jsonl(output, rows)
     side = Path(f"{output}.left_out.jsonl")
     if problems:
         write_jsonl(side, problems)
-        log.warning("%d item(s) could not become QA samples (answer not in the text verbatim, empty question) "
+        log.warning("%d item(s) could not become rows (an answer not in the text or the choices, an empty "
+                    "question, duplicate choices) "
                     "and were left out; each is listed with why in %s (first: %s)", len(problems), side,
                     json.dumps(problems[0], ensure_ascii=False)[:160])
     elif side.exists():

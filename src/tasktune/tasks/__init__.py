@@ -10,12 +10,14 @@ from __future__ import annotations
 from tasktune.errors import UserError, did_you_mean
 from tasktune.tasks.classification import Classification
 from tasktune.tasks.extractive_qa import ExtractiveQA
+from tasktune.tasks.multiple_choice import MultipleChoice
 from tasktune.tasks.retrieval import Retrieval
 
 TASKS = {
     "classification": Classification,
     "extractive_qa": ExtractiveQA,
     "retrieval": Retrieval,
+    "multiple_choice": MultipleChoice,
 }
 
 

@@ -136,6 +136,18 @@ class LabelScoringCollator:
         return batch
 
 
+def sequence_logprobs(logits, targets, reduce: str = "sum"):
+    """(S,) log-probability of each sequence's target tokens: `logits` (S, m, V) kept at the m positions that
+    predict them, `targets` (S, m) right-aligned token ids, -100 where a shorter target has none; `mean`
+    divides by each target's length (length-normalised scores for options of different lengths)."""
+    logp = logits.float().log_softmax(-1)
+    targets = targets.to(logp.device)
+    valid = targets >= 0
+    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    total = (picked * valid).sum(-1)
+    return total / valid.sum(-1) if reduce == "mean" else total
+
+
 def label_scores(logits, cand_ids, cand_owner, n_labels: int, reduce: str = "sum"):
     """(B, K) label scores from the kept logits: (B*C, m, V), or (B, 1, V) for single-token words (a packed
     batch's (1, B*C*m, V) alike).
@@ -146,17 +158,12 @@ def label_scores(logits, cand_ids, cand_owner, n_labels: int, reduce: str = "sum
 
     c, m = cand_ids.shape
     logits = logits.reshape(-1, m, logits.shape[-1])  # a packed batch's (1, S * m, V) -> (S, m, V)
-    logp = logits.float().log_softmax(-1)
-    cand_ids, cand_owner = cand_ids.to(logp.device), cand_owner.to(logp.device)
+    cand_ids, cand_owner = cand_ids.to(logits.device), cand_owner.to(logits.device)
     if m == 1:
-        cand = logp[:, 0, cand_ids[:, 0]]                                            # (B, C)
+        cand = logits.float().log_softmax(-1)[:, 0, cand_ids[:, 0]]                   # (B, C)
     else:
-        logp = logp.view(-1, c, m, logp.shape[-1])
-        valid = cand_ids >= 0
-        picked = logp.gather(-1, cand_ids.clamp(min=0).expand(logp.shape[0], c, m).unsqueeze(-1)).squeeze(-1)
-        cand = (picked * valid).sum(-1)
-        if reduce == "mean":
-            cand = cand / valid.sum(-1)
+        rows = logits.shape[0] // c
+        cand = sequence_logprobs(logits, cand_ids.repeat(rows, 1), reduce).view(rows, c)
     member = torch.nn.functional.one_hot(cand_owner, n_labels).bool()              # (C, K)
     masked = cand.unsqueeze(-1).masked_fill(~member, float("-inf"))                  # (B, C, K)
     return masked.logsumexp(1)

@@ -107,6 +107,8 @@ OPTIONAL = {
     "save_artifacts": "save_artifacts(model, tokenizer, cfg, state, folder): extra files for best/",
     "write_plots": "write_plots(metrics, state, out_dir): pictures of an evaluation (confusion matrix)",
     "inspect": "inspect(rows, tokenizer) -> dict: the task's view in `tasktune data inspect`",
+    "write_submission": "write_submission(predictions, path): `predict --submission F` in a format the task's "
+                        "community expects (multiple choice: Kaggle's id,prediction)",
 }
 
 

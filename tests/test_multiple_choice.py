@@ -1,0 +1,151 @@
+"""Multiple choice: MAP@3 as the competition scored it, option scoring against brute force, mixed option
+counts in one batch, the submission file, converters, row errors, and train -> eval -> predict via the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from conftest import NEG_WORDS, POS_WORDS, write_jsonl
+
+from tasktune.cli import main
+from tasktune.config import load_config
+
+
+def make_mc_rows(n: int, seed: int = 0) -> list[dict]:
+    """Pick the praising option: one option holds a positive word, the others negative ones; 2-4 options."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        k = 2 + i % 3
+        options = [f"the staff were {w}" for w in rng.sample(NEG_WORDS, k - 1)]
+        answer = rng.randrange(k)
+        options.insert(answer, f"the staff were {rng.choice(POS_WORDS)}")
+        rows.append({"id": f"m{i}", "question": "which review is positive", "options": options, "answer": answer,
+                     "context": "the hotel room"})
+    return rows
+
+
+def test_map_at_3_worked_cases():
+    from tasktune.metrics.ranking import average_precision_at
+
+    cases = {("A", "B", "C"): 1.0, ("B", "A", "C"): 0.5, ("B", "C", "A"): 1 / 3, ("A", "A", "A"): 1.0,
+             ("B", "A", "A"): 0.5, ("B", "C", "D"): 0.0}
+    for guesses, expected in cases.items():
+        assert average_precision_at(list(guesses), "A") == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("scoring", ["letter", "text"])
+def test_option_scores_equal_brute_force_and_masked_options_never_win(tiny_qwen, scoring):
+    from transformers import AutoModelForCausalLM
+
+    from tasktune.tasks.multiple_choice import LETTERS, MultipleChoice
+
+    cfg = load_config(None, ["task=multiple_choice", f"model.name={tiny_qwen}", "model.max_length=64",
+                             f"task.scoring={scoring}", "task.text_score=sum", "task.answer_prefix=' answer:'"])
+    task = MultipleChoice()
+    rows = [task.parse_row(r, cfg, None, True) for r in make_mc_rows(3)]   # 2, 3 and 4 options in one batch
+    model, tok = task.build_model(tiny_qwen, cfg, {}, for_training=False)
+    feats = task.prepare(rows, tok, cfg, {})
+    batch = task.collator(tok, cfg, {})(feats)
+    with torch.no_grad():
+        scores = task._scores(model.eval(), batch, cfg)
+    assert torch.isinf(scores[0, 2:]).all() and torch.isfinite(scores[2, :4]).all()   # row 0 has 2 options
+    plain = AutoModelForCausalLM.from_pretrained(tiny_qwen).eval()
+    for b, (f, row) in enumerate(zip(feats, rows)):
+        for j, option in enumerate(row["options"]):
+            target = tok(LETTERS[j] if scoring == "letter" else option, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([f["prompt_ids"] + target])
+            with torch.no_grad():
+                logp = plain(ids).logits[0].log_softmax(-1)
+            expected = sum(logp[len(f["prompt_ids"]) + k - 1, t] for k, t in enumerate(target))
+            if scoring == "letter":  # letters are scored at one position: one token each
+                expected = logp[len(f["prompt_ids"]) - 1, target[0]]
+            assert scores[b, j].item() == pytest.approx(expected.item(), abs=1e-4), (b, j)
+    preds = task.predict(model, tok, rows, cfg, {}, batch_size=3)
+    assert all(p["prediction"] in LETTERS[:len(r["options"])] for p, r in zip(preds, rows))
+    assert all(sorted(p["ranked"]) == list(LETTERS[:len(r["options"])]) for p, r in zip(preds, rows))
+
+
+def test_permutations_average_over_cyclic_shifts(tiny_qwen):
+    from tasktune.tasks.multiple_choice import MultipleChoice
+
+    task = MultipleChoice()
+    base = ["task=multiple_choice", f"model.name={tiny_qwen}", "model.max_length=64"]
+    rows = [task.parse_row(r, load_config(None, base), None, True) for r in make_mc_rows(3, seed=1)]
+    model, tok = task.build_model(tiny_qwen, load_config(None, base), {}, for_training=False)
+    shifted = [task.predict(model, tok, [{**r, "options": r["options"][s:] + r["options"][:s],
+                                          "answer": None} for r in rows[2:]], load_config(None, base), {}, 2)[0]
+               for s in range(4)]
+    averaged = task.predict(model, tok, rows, load_config(None, base + ["task.permutations=4"]), {}, 2)
+    # Row 2 has 4 options: averaging 4 shifts equals averaging the 4 rotated rows' probabilities by option.
+    opts = rows[2]["options"]
+    for j, option in enumerate(opts):
+        mean = sum(next(v for k, v in p["probs"].items() if "ABCD".index(k) == (j - s) % 4)
+                   for s, p in enumerate(shifted)) / 4
+        assert averaged[2]["probs"]["ABCD"[j]] == pytest.approx(mean, abs=1e-5)
+
+
+def test_converters_and_row_errors(tiny_bert, tmp_path, capsys):
+    c3 = tmp_path / "c3.json"
+    c3.write_text(json.dumps([[["男：你好。", "女：你好。"], [{"question": "他们在做什么？", "choice": ["打招呼", "吃饭"],
+                                                              "answer": "打招呼"},
+                                                             {"question": "?", "choice": ["a", "a"], "answer": "a"}],
+                               "d1"]], ensure_ascii=False), encoding="utf-8")
+    assert main(["data", "convert", "--from", "c3", str(c3), str(tmp_path / "c3.jsonl")]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "c3.jsonl").read_text().splitlines()]
+    assert rows == [{"id": "d1-0", "context": "男：你好。\n女：你好。", "question": "他们在做什么？",
+                     "options": ["打招呼", "吃饭"], "answer": "打招呼"}]
+    left = [json.loads(x) for x in (tmp_path / "c3.jsonl.left_out.jsonl").read_text().splitlines()]
+    assert left == [{"id": "d1-1", "item": 1, "reason": "duplicate choices"}]
+    kaggle = tmp_path / "train.csv"
+    kaggle.write_text("id,prompt,A,B,C,D,E,answer\n0,Which is a gas?,iron,helium,salt,wood,glass,B\n")
+    assert main(["data", "convert", "--from", "kaggle-mc", str(kaggle), str(tmp_path / "k.jsonl")]) == 0
+    k = json.loads((tmp_path / "k.jsonl").read_text())
+    assert k["options"][1] == "helium" and k["answer"] == "B"
+    capsys.readouterr()
+    bad = [{"question": "q", "options": ["a", "b"], "answer": "c"}, {"question": "q", "options": ["a"], "answer": 0}]
+    for i, row in enumerate(bad):
+        write_jsonl(tmp_path / "bad.jsonl", make_mc_rows(4) + [row])
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text("{}\n")
+        assert main(["data", "validate", str(cfg), "task=multiple_choice", f"model.name={tiny_bert}",
+                     f"data.train={tmp_path / 'bad.jsonl'}", "data.eval=null"]) == 2
+        err = capsys.readouterr().err
+        assert "bad.jsonl line 5" in err and ("matches no option" if i == 0 else "at least 2") in err
+
+
+@pytest.mark.parametrize("method", ["head", "label_scoring"])
+def test_train_eval_predict_submission_through_the_cli(method, tiny_bert, tiny_qwen, tmp_path, capsys):
+    """The head on an encoder; label scoring of each option's text on a decoder (a tiny random decoder does not
+    learn to point at letters in a few steps; letter scoring is checked against brute force above)."""
+    train = write_jsonl(tmp_path / "train.jsonl", make_mc_rows(90, seed=2))
+    eval_ = write_jsonl(tmp_path / "eval.jsonl", make_mc_rows(30, seed=3))
+    model = tiny_bert if method == "head" else tiny_qwen
+    cfg = tmp_path / "mc.yaml"
+    scoring = "text" if method == "label_scoring" else "letter"
+    cfg.write_text(f"task: {{name: multiple_choice, method: {method}, scoring: {scoring}, answer_prefix: ' answer:'}}\n"
+                   f"model: {{name: {model}, max_length: 48}}\ndata: {{train: {train}, eval: {eval_}}}\n"
+                   "train: {epochs: 6, batch_size: 8, learning_rate: 5.0e-3, best_metric: eval_map@3}\n"
+                   "baseline: {after_training: true}\n", encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), f"output_dir={run}"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # Random picks right ~1/3 of the time on 2-4 options; the tuned model learnt which option praises.
+    assert out["tuned"]["accuracy"] > out["random"]["accuracy"] + 0.2
+    assert out["tuned"]["map@3"] >= out["tuned"]["accuracy"]
+    metrics = json.loads((run / "eval/eval/metrics.json").read_text())
+    assert set(metrics["per_option_count"]) == {"2", "3", "4"}
+    test = write_jsonl(tmp_path / "test.jsonl", [{k: v for k, v in r.items() if k != "answer"}
+                                                  for r in make_mc_rows(5, seed=4)])
+    assert main(["predict", str(run), "--input", str(test), "--output", str(tmp_path / "p.jsonl"),
+                 "--submission", str(tmp_path / "submission.csv")]) == 0
+    lines = (tmp_path / "submission.csv").read_text().splitlines()
+    assert lines[0] == "id,prediction" and len(lines) == 6
+    rows = make_mc_rows(5, seed=4)
+    for line, row in zip(lines[1:], rows):
+        rid, guesses = line.split(",")
+        assert rid == row["id"] and len(guesses.split(" ")) == min(3, len(row["options"]))
+    assert main(["compare", str(run), "--samples", "100"]) == 0
