@@ -149,3 +149,35 @@ def test_train_eval_predict_submission_through_the_cli(method, tiny_bert, tiny_q
         rid, guesses = line.split(",")
         assert rid == row["id"] and len(guesses.split(" ")) == min(3, len(row["options"]))
     assert main(["compare", str(run), "--samples", "100"]) == 0
+
+
+def test_open_book_puts_retrieved_passages_in_the_context_and_cuts_only_the_context(ret_bert, tiny_qwen,
+                                                                                      retrieval_files, tmp_path):
+    from transformers import AutoTokenizer
+
+    from tasktune.indexing import index_build
+    from tasktune.tasks.multiple_choice import MultipleChoice, _fit, open_book
+
+    corpus, _, _ = retrieval_files
+    index_build(ret_bert, str(corpus), str(tmp_path / "idx"))
+    cfg = load_config(None, ["task=multiple_choice", f"model.name={tiny_qwen}", "model.max_length=80",
+                             f"task.open_book={{index: {tmp_path / 'idx'}, k: 2, separator: ' | '}}",
+                             "task.context_template='{context} #### '"])
+    rows = [{"id": "x", "question": "where does the fox live", "options": ["near the forest", "in the sea"],
+             "context": "a note", "answer": 0}]
+    booked = open_book(rows, cfg)
+    texts = {json.loads(x)["id"]: json.loads(x)["text"] for x in corpus.read_text().splitlines()}
+    assert len(booked[0]["retrieved_ids"]) == 2
+    assert booked[0]["context"] == " | ".join(["a note"] + [texts[d] for d in booked[0]["retrieved_ids"]])
+    assert open_book(booked, cfg) == booked  # retrieved once: rows that have passages keep them
+    tok = AutoTokenizer.from_pretrained(tiny_qwen)
+    feats = MultipleChoice().prepare(booked, tok, cfg, {})
+    rest = " #### where does the fox live\nA. near the forest\nB. in the sea\n答案："
+    tail = tok(rest, add_special_tokens=False)["input_ids"]
+    ids = feats[0]["prompt_ids"]
+    assert len(ids) <= 79 and ids[-len(tail):] == tail                    # the question and options kept whole
+    assert "a note | the".startswith(tok.decode(ids[:-len(tail)]).strip()[:12])  # the context, cut from its end
+    long = _fit(tok, "word " * 200, rest, 90)
+    assert len(long) == 90 and long[-len(tail):] == tail and tok.decode(long[:3]).strip().startswith("word")
+    preds = MultipleChoice().predict(MultipleChoice().build_model(tiny_qwen, cfg, {}, False)[0], tok, rows, cfg, {})
+    assert preds[0]["retrieved_ids"] == booked[0]["retrieved_ids"]

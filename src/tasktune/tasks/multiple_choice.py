@@ -27,13 +27,20 @@ from typing import Literal
 
 from pydantic import Field
 
-from tasktune.config import TaskSettings
+from tasktune.config import Section, TaskSettings
 from tasktune.metrics.ranking import average_precision_at
 from tasktune.tasks import label_scoring as ls
 from tasktune.tasks.protocol import RowError
 
 LETTERS = "ABCDEFGHIJ"
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "logits_to_keep")
+
+
+class OpenBookSettings(Section):
+    index: str = Field(..., description="An index folder built by `tasktune index build` (its model embeds the queries).")
+    k: int = Field(3, gt=0, description="Passages retrieved per question.")
+    with_options: bool = Field(False, description="Search with the question and its options, not the question alone.")
+    separator: str = Field("\n", description="Between the retrieved passages (and after the row's own context).")
 
 
 class MultipleChoiceSettings(TaskSettings):
@@ -52,6 +59,9 @@ class MultipleChoiceSettings(TaskSettings):
     option_template: str = Field("{letter}. {option}\n", description="label_scoring letter / head: each option.")
     answer_prefix: str = Field("答案：", description="What ends the prompt before the answer letter or text "
                                "(e.g. 'Answer:' for English).")
+    open_book: OpenBookSettings | None = Field(
+        None, description="Retrieve passages for each question from an index and put them in its context "
+        "(the source team's `context #### question`: set context_template to '{context} #### ').")
 
     def check(self, cfg) -> str | None:
         if cfg.train.packing:
@@ -193,9 +203,19 @@ class MultipleChoice:
         return torch.nn.functional.cross_entropy(self._scores(model, batch, cfg), batch["labels"], reduction="sum")
 
     # --- inference and metrics ----------------------------------------------------------------
+    def before_training(self, model, tokenizer, splits, cfg, run_dir):
+        """Open book: retrieve each training and eval question's passages once, before training."""
+        from dataclasses import replace
+
+        if cfg.task.open_book is None:
+            return splits
+        return replace(splits, train=open_book(splits.train, cfg), eval=open_book(splits.eval, cfg),
+                       test=open_book(splits.test, cfg) if splits.test else splits.test)
+
     def predict(self, model, tokenizer, rows, cfg, state, batch_size=16):
         from tasktune.engine.inference import batched_outputs
 
+        rows = open_book(rows, cfg)
         shifts = cfg.task.permutations if cfg.task.method == "label_scoring" and cfg.task.scoring == "letter" else 1
         total = [[0.0] * len(r["options"]) for r in rows]
         for shift in range(shifts):
@@ -254,17 +274,44 @@ class MultipleChoice:
 
 def _prediction(row: dict, probs: list[float]) -> dict:
     order = sorted(range(len(probs)), key=lambda i: -probs[i])
-    return {"id": row.get("id"), "question": row["question"], "ranked": [LETTERS[i] for i in order],
-            "prediction": LETTERS[order[0]], "answer_text": row["options"][order[0]],
-            "probs": {LETTERS[i]: round(p, 6) for i, p in enumerate(probs)}}
+    out = {"id": row.get("id"), "question": row["question"], "ranked": [LETTERS[i] for i in order],
+           "prediction": LETTERS[order[0]], "answer_text": row["options"][order[0]],
+           "probs": {LETTERS[i]: round(p, 6) for i, p in enumerate(probs)}}
+    if "retrieved_ids" in row:
+        out["retrieved_ids"] = row["retrieved_ids"]
+    return out
+
+
+def open_book(rows: list[dict], cfg) -> list[dict]:
+    """Rows with their retrieved passages after their own context and `retrieved_ids`; rows that have them
+    already, or no task.open_book, come back as they are. The index's own model embeds the questions."""
+    book = cfg.task.open_book
+    todo = [r for r in rows if "retrieved_ids" not in r]
+    if book is None or not todo:
+        return rows
+    from tasktune.tasks.retrieval import search_index
+
+    queries = [r["question"] + (" " + " ".join(r["options"]) if book.with_options else "") for r in todo]
+    found = iter(search_index(book.index, queries, book.k))
+    out = []
+    for r in rows:
+        if "retrieved_ids" in r:
+            out.append(r)
+            continue
+        hits = next(found)
+        parts = ([r["context"]] if r.get("context") else []) + [h["text"] for h in hits]
+        out.append({**r, "context": book.separator.join(parts), "retrieved_ids": [h["id"] for h in hits]})
+    return out
 
 
 def _features(tokenizer, row: dict, options: list[str], cfg) -> dict:
     """Token ids for one row in the shown option order: the prompt (context cut to fit) plus, by method,
     nothing (letters), each option's tokens (text), or one (prompt, option) pair per option (head)."""
     t = cfg.task
-    context = t.context_template.format(context=row["context"]) if row.get("context") else ""
-    question = t.question_template.format(question=row["question"])
+    # Only the context's own text is cut: the template around it (a separator like " #### ") is kept.
+    before, _, after = t.context_template.partition("{context}")
+    context = before + row["context"] if row.get("context") else ""
+    question = (after if context else "") + t.question_template.format(question=row["question"])
     lettered = "".join(t.option_template.format(letter=LETTERS[i], option=o) for i, o in enumerate(options))
     if t.method == "head":
         return {"pairs": [_fit(tokenizer, context, question + t.option_template.format(letter=LETTERS[i], option=o),

@@ -344,3 +344,58 @@ def _measure(model, tokenizer, rows, cfg) -> dict:
 def _hidden_size(model) -> int:
     config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
     return config.hidden_size
+
+
+def retrieval_model(model: str, corpus: str | None, pooling: str | None = None):
+    """(task, cfg, state, weights folder) of a retrieval run folder, or of a plain model with `pooling`."""
+    from pathlib import Path
+
+    from tasktune.config import config_from_dict
+    from tasktune.models.loading import resolve_model
+
+    meta_path = Path(model) / "best" / "tasktune.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta["task"] != "retrieval":
+            raise UserError(f"'{model}' is a {meta['task']} run; an index needs a retrieval run or a model")
+        cfg = config_from_dict(meta["config"], str(meta_path))
+        if corpus:
+            cfg = cfg.model_copy(update={"task": cfg.task.model_copy(update={"corpus": corpus})})
+        return Retrieval(), cfg, meta["state"], str(meta_path.parent)
+    if not corpus:
+        raise UserError("--corpus is needed with a model that is not a retrieval run")
+    cfg = config_from_dict({"task": {"name": "retrieval", "corpus": corpus, "pooling": pooling or "mean"},
+                            "model": {"name": model}}, "index")
+    path = resolve_model(model)
+    return Retrieval(), cfg, Retrieval().state_from_model(path, cfg, []), path
+
+
+def loaded(task, cfg, state, weights):
+    """(model on the GPU where there is one, tokenizer) for inference."""
+    from tasktune.models.loading import to_device
+
+    model, tok = task.build_model(weights, cfg, state, for_training=False)
+    return to_device(model), tok
+
+
+def index_identity(model: str, cfg, state, weights: str) -> dict:
+    """What an index records of the model that built it (a search with another model is refused)."""
+    from tasktune.models.peft_adapters import weights_sha256
+
+    return {"model": model, "weights_sha256": weights_sha256(weights), "pooling": cfg.task.pooling,
+            "standardized": bool(state.get("standardizer")), "max_length": cfg.model.max_length}
+
+
+def search_index(folder: str, queries: list[str], k: int, model: str | None = None) -> list[list[dict]]:
+    """The k best passages {id, score, text} of each query in a saved index, embedded by the model that built it."""
+    from tasktune.retrieval.index import check_identity, load_index, search_vectors
+
+    found, ids, meta = load_index(folder)
+    task, cfg, state, weights = retrieval_model(model or meta["model"], meta["corpus"], meta["pooling"])
+    check_identity(meta, index_identity(model or meta["model"], cfg, state, weights), folder)
+    net, tok = loaded(task, cfg, state, weights)
+    vectors = encoder.embed(net, tok, [cfg.task.query_prefix + q for q in queries], cfg.task.pooling,
+                            state.get("standardizer"), cfg.model.max_length, desc="queries")
+    corpus = _corpus(cfg)
+    return [[{"id": d, "score": round(s, 5), "text": corpus.text(d)} for d, s in row]
+            for row in search_vectors(found, ids, vectors, k)]
