@@ -181,3 +181,47 @@ def test_open_book_puts_retrieved_passages_in_the_context_and_cuts_only_the_cont
     assert len(long) == 90 and long[-len(tail):] == tail and tok.decode(long[:3]).strip().startswith("word")
     preds = MultipleChoice().predict(MultipleChoice().build_model(tiny_qwen, cfg, {}, False)[0], tok, rows, cfg, {})
     assert preds[0]["retrieved_ids"] == booked[0]["retrieved_ids"]
+
+
+def test_ensemble_weights_beat_every_member_on_their_rows():
+    import math
+
+    from tasktune.tasks.mc_ensemble import blend, fit_weights
+
+    rng = random.Random(0)
+    gold = [rng.randrange(3) for _ in range(200)]
+    good = [[0.8 if j == g else 0.1 for j in range(3)] for g in gold]
+    noisy = [[x / sum(r) for x in r] for r in ([rng.random() + 1.5 * (j == g) for j in range(3)] for g in gold)]
+    weights = fit_weights([good, noisy], gold)
+    assert abs(sum(weights) - 1) < 1e-6 and min(weights) >= 0 and weights[0] > weights[1]
+
+    def log_loss(probs):
+        return -sum(math.log(p[g]) for p, g in zip(probs, gold)) / len(gold)
+
+    # The optimum may sit at a corner, which a softmax reaches only in the limit: within 1e-4.
+    assert log_loss(blend([good, noisy], weights)) <= min(log_loss(good), log_loss(noisy)) + 1e-4
+
+
+def test_ensemble_run_through_the_cli(tiny_bert, tmp_path, capsys):
+    train = write_jsonl(tmp_path / "train.jsonl", make_mc_rows(60, seed=5))
+    dev = write_jsonl(tmp_path / "dev.jsonl", make_mc_rows(30, seed=6))
+    runs = []
+    for seed, lr in ((1, "5.0e-3"), (2, "1.0e-3")):
+        cfg = tmp_path / f"m{seed}.yaml"
+        cfg.write_text(f"task: {{name: multiple_choice, method: head}}\nmodel: {{name: {tiny_bert}, max_length: 48}}\n"
+                       f"data: {{train: {train}, eval: null}}\ntrain: {{epochs: 3, batch_size: 8, learning_rate: {lr}, "
+                       f"seed: {seed}}}\n", encoding="utf-8")
+        assert main(["train", str(cfg), f"output_dir={tmp_path / f'run{seed}'}"]) == 0
+        runs.append(str(tmp_path / f"run{seed}"))
+    capsys.readouterr()
+    assert main(["ensemble", *runs, "--data", str(dev), "--out", str(tmp_path / "ens")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["weights"]) == {"run1", "run2"} and abs(sum(report["weights"].values()) - 1) < 1e-6
+    assert main(["compare", str(tmp_path / "ens"), "--split", "dev", "--samples", "100",
+                 "--out", str(tmp_path / "c.json")]) == 0
+    assert set(json.loads((tmp_path / "c.json").read_text())["methods"]) == {"ens", "run1", "run2"}
+    assert main(["eval", str(tmp_path / "ens"), "--data", str(dev)]) == 0   # predicts by running both members
+    blended = json.loads((tmp_path / "ens/eval/dev/metrics.json").read_text())
+    assert blended["accuracy"] == pytest.approx(report["blend_on_fitted_rows"]["accuracy"])
+    assert main(["eval", str(tmp_path / "ens")]) == 2
+    assert "pass --data FILE" in capsys.readouterr().err

@@ -83,6 +83,12 @@ def cmd_export(a):
     return export_run(a.run, a.out, merge_lora=a.merge_lora, overwrite=a.overwrite)
 
 
+def cmd_ensemble(a):
+    from tasktune.ensemble import ensemble
+
+    return ensemble(a.runs, a.data, a.out, folds=a.folds, overwrite=a.overwrite)
+
+
 def cmd_index_build(a):
     from tasktune.indexing import index_build
 
@@ -205,6 +211,13 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     x.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     x.set_defaults(func=cmd_export)
 
+    en = sub.add_parser("ensemble", help="blend multiple-choice runs with weights fitted on labelled rows; saved as a run")
+    en.add_argument("runs", nargs="+", help="multiple_choice run folders")
+    en.add_argument("--data", required=True, help="labelled rows the weights are fitted on")
+    en.add_argument("--out", required=True, help="the ensemble's run folder")
+    en.add_argument("--folds", type=int, default=2, help="cross-fitting folds of the reported figures")
+    en.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    en.set_defaults(func=cmd_ensemble)
     ix = sub.add_parser("index", help="a retrieval model's faiss index: build, search").add_subparsers(
         dest="index_verb", required=True)
     b = ix.add_parser("build", help="embed a corpus and save a faiss index (records the model)")

@@ -200,6 +200,8 @@ def _eval_rows_for(task, cfg, state, data: str | None, run: str | None) -> tuple
         rows, table, _ = read_rows(data, task, cfg.data.columns)
         rows = check_rows(task, rows, table.where, cfg, state, skip=cfg.data.skip_invalid_rows)
         return Path(data).stem, rows
+    if not (Path(run) / "data.json").is_file():
+        raise UserError(f"run '{run}' has no data.json (an ensemble, or a copied best/); pass --data FILE")
     splits = load_splits(cfg, task, state)
     recorded = json.loads((Path(run) / "data.json").read_text(encoding="utf-8"))
     if splits.info["split"]["eval_ids"] != recorded["split"]["eval_ids"]:

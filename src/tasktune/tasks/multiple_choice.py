@@ -28,6 +28,7 @@ from typing import Literal
 from pydantic import Field
 
 from tasktune.config import Section, TaskSettings
+from tasktune.errors import UserError
 from tasktune.metrics.ranking import average_precision_at
 from tasktune.tasks import label_scoring as ls
 from tasktune.tasks.protocol import RowError
@@ -146,6 +147,12 @@ class MultipleChoice:
         return ["classifier", "score"] if cfg.task.method == "head" else []
 
     def build_model(self, path, cfg, state, for_training=True):
+        if state.get("ensemble"):
+            from tasktune.tasks.mc_ensemble import Members
+
+            if for_training:
+                raise UserError("an ensemble run is not trained; make it with `tasktune ensemble`")
+            return Members(state["ensemble"]["members"]), None
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
         from tasktune.models.loading import attention_kwargs, load_tokenizer, torch_dtype
@@ -215,6 +222,8 @@ class MultipleChoice:
     def predict(self, model, tokenizer, rows, cfg, state, batch_size=16):
         from tasktune.engine.inference import batched_outputs
 
+        if state.get("ensemble"):
+            return self._blend(model, rows, state["ensemble"]["weights"], batch_size)
         rows = open_book(rows, cfg)
         shifts = cfg.task.permutations if cfg.task.method == "label_scoring" and cfg.task.scoring == "letter" else 1
         total = [[0.0] * len(r["options"]) for r in rows]
@@ -227,6 +236,14 @@ class MultipleChoice:
                 for shown, original in enumerate(f["order"]):
                     acc[original] += p[shown] / shifts
         return [_prediction(r, p) for r, p in zip(rows, total)]
+
+    def _blend(self, members, rows, weights, batch_size):
+        from tasktune.tasks.mc_ensemble import blend
+
+        probs = [[[p["probs"][LETTERS[j]] for j in range(len(r["options"]))]
+                  for p, r in zip(task.predict(model, tok, rows, cfg, state, batch_size), rows)]
+                 for task, cfg, state, model, tok in members.members]
+        return [_prediction(r, p) for r, p in zip(rows, blend(probs, weights))]
 
     def row_scores(self, predictions, state):
         return [{"correct": float(p["ranked"][0] == p["gold"]), "map@3": average_precision_at(p["ranked"], p["gold"]),
