@@ -11,7 +11,7 @@ best variant is evaluated again with reciprocal rank fusion of its ranking and B
 Variants: causal-last (causal attention, last-token pooling) and bidir-mean (bidirectional attention,
 mean pooling), both with per-dimension standardisation.
 
-Run: python bench/retrieval.py [--variants bidir-mean] [--train-rows 400]
+Run: python bench/retrieval.py [--variants bidir-mean] [--train-rows 400] [--reuse]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def main() -> None:
     p.add_argument("--train-rows", type=int, default=400)
     p.add_argument("--runs", default="bench_runs/retrieval")
     p.add_argument("--out", default="bench/retrieval.json")
+    p.add_argument("--reuse", action="store_true", help="keep a variant's finished run (one with comparison.json)")
     a = p.parse_args()
     out = runs_folder(DATA, a.runs)
     if out is None:
@@ -64,10 +65,12 @@ def main() -> None:
     for name in a.variants:
         folder = out / name
         cfg_args = [*common, *VARIANTS[name]]
-        proc = subprocess.run([sys.executable, "-m", "tasktune", "train", str(ROOT / "examples/retrieval_two_stage.yaml"),
-                               *cfg_args, f"output_dir={folder}", "--overwrite"], capture_output=True, text=True)
-        if proc.returncode:
-            raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+        if not (a.reuse and (folder / "comparison.json").is_file()):
+            proc = subprocess.run([sys.executable, "-m", "tasktune", "train",
+                                   str(ROOT / "examples/retrieval_two_stage.yaml"), *cfg_args, f"output_dir={folder}",
+                                   "--overwrite"], capture_output=True, text=True)
+            if proc.returncode:
+                raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
         history = json.loads((folder / "metrics_history.json").read_text())
         end = next(h for h in history if "train_runtime" in h)
         result["runs"][name] = {"train_runtime_s": end["train_runtime"],

@@ -20,10 +20,12 @@ def runs_folder(data: Path, runs: str) -> Path | None:
     return out
 
 
-def train_subprocess(out: Path, args: list[str], folder: Path, check: bool = True) -> dict:
-    """`tasktune train` with dotted `args` into `folder`; wall time, train samples/s, peak RSS so far."""
-    cfg = out / "empty.yaml"
-    cfg.write_text("{}\n")
+def train_subprocess(out: Path, args: list[str], folder: Path, check: bool = True, config: Path | None = None) -> dict:
+    """`tasktune train` of `config` (default: an empty one) with dotted `args` into `folder`; wall time, train
+    samples/s, peak RSS so far."""
+    cfg = config or out / "empty.yaml"
+    if config is None:
+        cfg.write_text("{}\n")
     start = time.time()
     proc = subprocess.run([sys.executable, "-m", "tasktune", "train", str(cfg), *args, f"output_dir={folder}",
                            "--overwrite"], capture_output=True, text=True)
