@@ -6,7 +6,8 @@ answer). Every run splits the questions the same way (data.seed 0, 20% held out 
 searches the held-out questions against ALL chunks. Each variant is `examples/retrieval_two_stage.yaml`
 (gemma-3-270m, LoRA, two-stage: rank with the starting model, mine, train, evaluate again) with its
 overrides; BM25 (character unigrams + bigrams) and the untrained model are scored beside it, and the
-best variant is evaluated again with reciprocal rank fusion of its ranking and BM25's.
+best variant is evaluated again with reciprocal rank fusion of its ranking and BM25's, and combined
+with its starting model (task.combine scores and weights, w 0.5).
 
 Variants: causal-last (causal attention, last-token pooling) and bidir-mean (bidirectional attention,
 mean pooling), both with per-dimension standardisation.
@@ -32,6 +33,8 @@ VARIANTS = {
     "causal-last": ["model.attention=causal", "task.pooling=last"],
     "bidir-mean": ["model.attention=bidirectional", "task.pooling=mean"],
 }
+EXTRA_EVALS = {"task.fusion=rrf": "+ BM25 (RRF)", "task.combine=scores": "+ stage 1 (scores, w 0.5)",
+               "task.combine=weights": "+ stage 1 (weight average, w 0.5)"}
 
 
 def _seconds_to_stage1(run: Path) -> float | None:
@@ -81,10 +84,12 @@ def main() -> None:
             table[f"{name}: {method}" if method != "bm25" else "bm25"] = m
         print(name, json.dumps(result["runs"][name]), flush=True)
     best = max(a.variants, key=lambda n: table[f"{n}: {n}"]["mrr@10"]["value"])
-    subprocess.run([sys.executable, "-m", "tasktune", "eval", str(out / best), "--set", "task.fusion=rrf"], check=True,
-                   capture_output=True)
-    fused = compare([str(out / best)], split="eval-task.fusion=rrf")["methods"][best]
-    table[f"{best} + BM25 (RRF)"] = fused
+    for override, label in EXTRA_EVALS.items():  # the best variant again: fused with BM25, combined with stage 1
+        split = f"eval-{override}"
+        if not (a.reuse and (out / best / "eval" / split / "metrics.json").is_file()):
+            subprocess.run([sys.executable, "-m", "tasktune", "eval", str(out / best), "--set", override], check=True,
+                           capture_output=True)
+        table[f"{best} {label}"] = compare([str(out / best)], split=split)["methods"][best]
     result["quality"] = table
     Path(a.out).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
     keys = ("top1", "top3", "top5", "mrr@10")

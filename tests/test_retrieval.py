@@ -155,6 +155,9 @@ def test_retrieval_run_through_the_cli(ret_bert, retrieval_files, tmp_path, caps
     fused = [json.loads(x) for x in (run / "eval/eval-task.fusion=rrf/predictions.jsonl").read_text().splitlines()]
     assert len(fused) == 8 and fused[0]["scores"][0] <= 2 / 61 + 1e-9  # RRF scores: at most 1/(60+1) per ranking
     assert (run / "eval/eval/metrics.json").read_text() == own
+    # Combining the starting and trained models needs an adapter: this run trained full weights.
+    assert main(["eval", str(run), "--set", "task.combine=scores"]) == 2
+    assert "task.combine=scores needs model.lora" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("rows, corpus_rows, message", [
@@ -206,6 +209,8 @@ def test_qa_file_becomes_a_chunked_retrieval_set(tmp_path, capsys):
 
 def test_index_refuses_another_model_and_a_k_beyond_the_corpus(ret_bert, tiny_bert, retrieval_files, tmp_path,
                                                                 capsys):
+    from tasktune.indexing import index_search
+
     corpus, _, _ = retrieval_files
     assert main(["index", "build", "--model", ret_bert, "--corpus", str(corpus), "--out", str(tmp_path / "i")]) == 0
     capsys.readouterr()
@@ -216,3 +221,97 @@ def test_index_refuses_another_model_and_a_k_beyond_the_corpus(ret_bert, tiny_be
     assert "was built by" in err and "rebuild it with this model" in err and len(err.strip().splitlines()) == 1
     assert main(["index", "search", str(tmp_path / "nope"), "--query", "fox"]) == 2
     assert "not a tasktune index" in capsys.readouterr().err
+    # An index is never replaced silently; hnsw and ivf find what the exact index finds on a small corpus.
+    assert main(["index", "build", "--model", ret_bert, "--corpus", str(corpus), "--out", str(tmp_path / "i")]) == 2
+    assert "already holds an index; pass --overwrite" in capsys.readouterr().err
+    queries = ["where does the fox live", "the owl mostly eats mice in summer"]
+    exact = [[h["id"] for h in hits] for hits in index_search(str(tmp_path / "i"), queries, k=3)]
+    for kind in ("hnsw", "ivf"):
+        assert main(["index", "build", "--model", ret_bert, "--corpus", str(corpus), "--out", str(tmp_path / "i"),
+                     "--kind", kind, "--overwrite"]) == 0
+        assert json.loads((tmp_path / "i/index.json").read_text())["kind"] == kind
+        found = [[h["id"] for h in hits] for hits in index_search(str(tmp_path / "i"), queries, k=3)]
+        assert [f[0] for f in found] == [e[0] for e in exact], kind
+
+
+def test_combining_the_starting_and_trained_models(ret_bert, retrieval_files):
+    """task.combine: scores is w*cos(trained) + (1-w)*cos(start); weights is the weight average; the ends of w
+    are the two models; a model without an adapter is refused with a user error."""
+    import numpy as np
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel, AutoTokenizer
+
+    from tasktune.errors import UserError
+    from tasktune.tasks.retrieval import embed_texts
+
+    corpus, _, _ = retrieval_files
+    tok = AutoTokenizer.from_pretrained(ret_bert)
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModel.from_pretrained(ret_bert),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], init_lora_weights=False))
+    model.eval()
+    texts = ["where does the fox live", "the owl mostly eats mice in summer", "rivers run to the sea"]
+
+    def emb(combine="none", w=0.5):
+        return embed_texts(model, tok, texts, _cfg(corpus, ret_bert, "model.lora.r=4", f"task.combine={combine}",
+                                                   f"task.combine_weight={w}"), None)
+
+    trained = emb()
+    with model.disable_adapter():
+        start = emb()
+    assert abs(trained - start).max() > 1e-3                       # the adapter changes the embeddings
+    fused = emb("scores", 0.3)
+    assert np.allclose(fused @ fused[0], 0.3 * trained @ trained[0] + 0.7 * start @ start[0], atol=1e-5)
+    assert np.allclose(np.linalg.norm(fused, axis=1), 1, atol=1e-5)
+    assert np.allclose(emb("weights", 1.0), trained, atol=1e-5) and np.allclose(emb("weights", 0.0), start, atol=1e-5)
+    half = emb("weights", 0.5)
+    assert abs(half - trained).max() > 1e-4 and abs(half - start).max() > 1e-4
+    merged = AutoModel.from_pretrained(ret_bert)                   # the weight average built by hand
+    lora = model.base_model.model
+    with torch.no_grad():
+        for name, module in lora.named_modules():
+            if hasattr(module, "lora_A") and "default" in module.lora_A:
+                delta = (module.lora_B["default"].weight @ module.lora_A["default"].weight) * module.scaling["default"]
+                merged.get_submodule(name).weight += 0.5 * delta
+    from tasktune.retrieval.encoder import embed
+
+    assert np.allclose(embed(merged.eval(), tok, texts, "mean", None, 32), half, atol=1e-5)
+    # The combination setting is refused without LoRA, and for a model that has no adapter.
+    with pytest.raises(Exception, match="task.combine=scores needs model.lora"):
+        _cfg(corpus, ret_bert, "task.combine=scores")
+    with pytest.raises(UserError, match="needs a LoRA model"):
+        embed_texts(AutoModel.from_pretrained(ret_bert), tok, texts,
+                    _cfg(corpus, ret_bert, "model.lora.r=4", "task.combine=weights"), None)
+
+
+def test_sentence_transformers_export_of_a_chat_decoder_embeds_as_tasktune(tiny_gemma, retrieval_files, tmp_path):
+    """A decoder whose tokenizer has a chat template, encoding with bidirectional attention: the exported folder
+    gives tasktune's embeddings (sentence-transformers neither wraps texts in the template nor turns causal)."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer
+
+    from tasktune.retrieval.encoder import embed
+    from tasktune.tasks.retrieval import Retrieval
+
+    corpus, _, _ = retrieval_files
+    tok = AutoTokenizer.from_pretrained(tiny_gemma)
+    tok.chat_template = "{% for m in messages %}<turn>{{ m['content'] }}</turn>{% endfor %}"
+    base = tmp_path / "base"
+    tok.save_pretrained(base)
+    __import__("shutil").copytree(tiny_gemma, base, dirs_exist_ok=True, ignore=lambda d, names: [
+        n for n in names if "token" in n or n == "chat_template.jinja"])
+    cfg = _cfg(corpus, str(base), "model.attention=bidirectional", "task.pooling=mean", "model.max_length=32")
+    task = Retrieval()
+    model, tok = task.build_model(str(base), cfg, {}, for_training=False)
+    assert tok.chat_template
+    out = tmp_path / "best"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    task.save_artifacts(model, tok, cfg, {}, out)
+    texts = ["where does the fox live", "the owl mostly eats mice in summer and more"]
+    ours = embed(model, tok, texts, "mean", None, 32)
+    theirs = SentenceTransformer(str(out), device="cpu").encode(texts, convert_to_numpy=True)
+    assert abs(ours - theirs).max() < 1e-4
+    causal = embed(task.build_model(str(base), _cfg(corpus, str(base), "task.pooling=mean"), {}, False)[0], tok,
+                   texts, "mean", None, 32)
+    assert abs(causal - ours).max() > 1e-3  # the attention setting matters, so the match above is meaningful

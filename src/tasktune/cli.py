@@ -92,7 +92,8 @@ def cmd_ensemble(a):
 def cmd_index_build(a):
     from tasktune.indexing import index_build
 
-    return index_build(a.model, a.corpus, a.out, kind=a.kind, pooling=a.pooling, batch_size=a.batch_size)
+    return index_build(a.model, a.corpus, a.out, kind=a.kind, pooling=a.pooling, batch_size=a.batch_size,
+                       overwrite=a.overwrite)
 
 
 def cmd_index_search(a):
@@ -227,6 +228,7 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     b.add_argument("--kind", default="flat", choices=["flat", "ivf", "hnsw"], help="exact, or approximate for large corpora")
     b.add_argument("--pooling", choices=["mean", "cls", "last"], help="for a plain model (a run knows its own)")
     b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--overwrite", action="store_true", help="replace an existing index in --out")
     b.set_defaults(func=cmd_index_build)
     se = ix.add_parser("search", help="the k best passages of a query, with scores and text")
     se.add_argument("index", help="index folder")

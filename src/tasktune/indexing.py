@@ -19,23 +19,28 @@ log = logging.getLogger("tasktune")
 
 
 def index_build(model: str, corpus: str, out: str, kind: str = "flat", pooling: str | None = None,
-                batch_size: int = 32) -> dict:
+                batch_size: int = 32, overwrite: bool = False) -> dict:
     """Embed every passage of `corpus` with `model` and save a faiss index in `out`; returns index.json."""
-    from tasktune.retrieval import encoder
+    from pathlib import Path
+
+    from tasktune.errors import UserError
+
+    if (Path(out) / "index.json").exists() and not overwrite:
+        raise UserError(f"'{out}' already holds an index; pass --overwrite to replace it or choose another --out")
     from tasktune.retrieval.corpus import read_corpus
     from tasktune.retrieval.index import build_index
-    from tasktune.tasks.retrieval import index_identity, loaded, retrieval_model
+    from tasktune.tasks.retrieval import embed_texts, index_identity, loaded, retrieval_model
 
     task, cfg, state, weights = retrieval_model(model, corpus, pooling)
     net, tok = loaded(task, cfg, state, weights)
     passages = read_corpus(corpus, tuple(sorted(cfg.task.corpus_columns.items())))
     t = cfg.task
 
-    def embed_texts(texts):
-        return encoder.embed(net, tok, [t.passage_prefix + x for x in texts], t.pooling, state.get("standardizer"),
-                             cfg.model.max_length, batch_size, cfg.train.bf16, desc="passages")
+    def embed_passages(texts):
+        return embed_texts(net, tok, [t.passage_prefix + x for x in texts], cfg, state.get("standardizer"), batch_size,
+                           desc="passages")
 
-    return build_index(embed_texts, passages, out, index_identity(model, cfg, state, weights), kind)
+    return build_index(embed_passages, passages, out, index_identity(model, cfg, state, weights), kind)
 
 
 def index_search(index: str, queries: list[str], k: int = 5, model: str | None = None) -> list:
@@ -51,22 +56,17 @@ def mine_negatives(model: str, queries: str, corpus: str, out: str, hard_if_gold
                    keep_easy: bool = False) -> dict:
     """Rank `queries` with `model`, write the hard ones with their negatives and scores to `out` (jsonl)."""
     from tasktune.data.dataset import check_rows, read_rows
-    from tasktune.retrieval import encoder
-    from tasktune.retrieval.corpus import read_corpus
     from tasktune.retrieval.mining import mine
-    from tasktune.tasks.retrieval import rank_rows
-
-    from tasktune.tasks.retrieval import loaded, retrieval_model
+    from tasktune.tasks.retrieval import loaded, passage_vectors, rank_rows, retrieval_model
 
     task, cfg, state, weights = retrieval_model(model, corpus, pooling)
     rows, table, _ = read_rows(queries, task, cfg.data.columns)
     rows = check_rows(task, rows, table.where, cfg, state)
     net, tok = loaded(task, cfg, state, weights)
     deep = cfg.model_copy(update={"task": cfg.task.model_copy(update={"top_k": negatives + hard_if_gold_not_in + 20})})
-    ranked = rank_rows(net, tok, rows, deep, state, 32)
-    passages = read_corpus(corpus, tuple(sorted(cfg.task.corpus_columns.items())))
-    vectors = encoder.embed(net, tok, [cfg.task.passage_prefix + x for x in passages.texts], cfg.task.pooling,
-                            state.get("standardizer"), cfg.model.max_length, desc="passages")
+    encoded = passage_vectors(net, tok, deep, state, 32)  # the corpus encoded once: ranking and near-copy checks
+    ranked = rank_rows(net, tok, rows, deep, state, 32, encoded)
+    passages, vectors, _ = encoded
     mined = mine([list(zip(p["ranked"], p["scores"])) for p in ranked], rows, vectors, passages,
                  hard_if_gold_not_in, negatives, max_similarity, keep_easy)
     write_jsonl(out, mined)

@@ -124,5 +124,9 @@ def save_sentence_transformer(folder: str | Path, hidden_size: int, pooling: str
     (folder / modules[-1]["path"]).mkdir(exist_ok=True)
     Normalize().save(str(folder / modules[-1]["path"]))
     (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_length,
-                                                                  "do_lower_case": False}) + "\n")
+    # Plain text in, token states out, stated outright: a sentence-transformers Transformer built on a folder
+    # whose tokenizer has a chat template (gemma's) renders every text through it, which tasktune never trains on.
+    (folder / "sentence_bert_config.json").write_text(json.dumps({
+        "transformer_task": "feature-extraction", "max_seq_length": max_length, "do_lower_case": False,
+        "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+        "module_output_name": "token_embeddings"}) + "\n")

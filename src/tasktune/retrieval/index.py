@@ -25,7 +25,7 @@ CHUNK = 4096  # corpus rows embedded and added per chunk: memory stays bounded f
 
 
 def make_index(kind: str, dim: int, n: int):
-    """An empty faiss index for inner-product search: flat, ivf (sqrt(n) lists) or hnsw (32 links)."""
+    """An empty faiss index for inner-product search: flat, ivf (sqrt(n) lists, an eighth probed) or hnsw (32 links)."""
     import faiss
 
     if kind == "flat":
@@ -34,7 +34,11 @@ def make_index(kind: str, dim: int, n: int):
         return faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
     if kind == "ivf":
         lists = max(1, int(n ** 0.5))
-        return faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        # faiss searches one list by default, which misses a good share of the true top 10; an eighth of the
+        # lists (at least 8) keeps most of it at a fraction of a flat search. Saved with the index.
+        index.nprobe = min(lists, max(8, lists // 8))
+        return index
     raise UserError(f"unknown index kind '{kind}'; choose flat, ivf or hnsw")
 
 
@@ -82,7 +86,7 @@ def load_index(folder: str | Path):
 
 def check_identity(meta: dict, identity: dict, folder: str) -> None:
     """Refuse to search an index with a model other than the one that built it."""
-    for key in ("weights_sha256", "pooling", "standardized"):
+    for key in ("weights_sha256", "pooling", "standardized", "combine"):
         if meta.get(key) != identity.get(key):
             raise UserError(f"index '{folder}' was built by {meta.get('model')} ({key} {meta.get(key)}), not "
                             f"{identity.get('model')} ({identity.get(key)}); rebuild it with this model "

@@ -70,10 +70,18 @@ class RetrievalSettings(TaskSettings):
         "none", description="rrf: rank by reciprocal rank fusion of the dense ranking and BM25's (1/(k + rank) "
         "summed): lexical overlap is strong on Chinese question/passage pairs.")
     fusion_k: int = Field(60, gt=0, description="rrf: the k in 1/(k + rank).")
+    combine: Literal["none", "scores", "weights"] = Field(
+        "none", description="Combine the starting (stage-1) and trained (stage-2) models when evaluating, indexing "
+        "and searching: scores ranks by w*cos(trained) + (1-w)*cos(start) (two encodings); weights encodes with "
+        "the weight average (1-w)*start + w*trained (the LoRA update scaled by w, one encoding). Needs model.lora.")
+    combine_weight: float = Field(0.5, ge=0, le=1, description="task.combine: the trained model's weight w.")
 
     def check(self, cfg) -> str | None:
         if cfg.train.packing:
             return "train.packing does not apply to retrieval (queries and passages are encoded separately)"
+        if self.combine != "none" and cfg.model.lora is None:
+            return (f"task.combine={self.combine} needs model.lora (the starting model is the base under the "
+                    "adapter); set model.lora or task.combine=none")
         if self.loss == "margin" and self.negatives_per_query == 0:
             return "task.loss margin needs hard negatives: set task.negatives_per_query >= 1"
         return None
@@ -227,7 +235,8 @@ class Retrieval:
         """The starting model (no LoRA, no training) ranking the same queries."""
         from tasktune.models.loading import to_device
 
-        base_cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"lora": None, "quantization": None})})
+        base_cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"lora": None, "quantization": None}),
+                                          "task": cfg.task.model_copy(update={"combine": "none"})})
         model, tok = self.build_model(path, base_cfg, state, for_training=False)
         # The standardiser of a trained run was measured on this same starting model: it applies as is.
         return {"base_model": rank_rows(to_device(model), tok, rows, base_cfg, state, batch_size)}
@@ -252,6 +261,9 @@ class Retrieval:
 
     def save_artifacts(self, model, tokenizer, cfg, state, folder):
         """best/ is also a sentence-transformers folder (Transformer, Pooling, standardisation, Normalize)."""
+        if cfg.task.combine != "none":
+            log.warning("best/ as a sentence-transformers folder is the trained model alone: task.combine=%s applies "
+                        "in tasktune's eval, index and search only", cfg.task.combine)
         encoder.save_sentence_transformer(folder, _hidden_size(model), cfg.task.pooling, state.get("standardizer"),
                                           cfg.model.max_length)
 
@@ -287,9 +299,42 @@ def passage_vectors(model, tokenizer, cfg, state, batch_size):
     stats = state.get("standardizer")
     if t.standardize and stats is None:  # a model trained elsewhere: measure on the corpus itself
         stats = encoder.measure_standardizer(model, tokenizer, list(corpus.texts[:512]), t.pooling, cfg.model.max_length)
-    vectors = encoder.embed(model, tokenizer, [t.passage_prefix + x for x in corpus.texts], t.pooling, stats,
-                            cfg.model.max_length, batch_size, cfg.train.bf16, desc="passages")
+    vectors = embed_texts(model, tokenizer, [t.passage_prefix + x for x in corpus.texts], cfg, stats, batch_size,
+                          desc="passages")
     return corpus, vectors, stats
+
+
+def embed_texts(model, tokenizer, texts: list[str], cfg, stats: dict | None, batch_size: int = 32,
+                desc: str = "embed"):
+    """L2-normalised embeddings of `texts` by `model`, or by task.combine's mix of it and its starting model.
+
+    scores: [sqrt(w) * trained, sqrt(1-w) * start] side by side, so that one inner product is
+    w*cos(trained) + (1-w)*cos(start) and a faiss index holds the fusion; weights: the LoRA update scaled
+    by w, which is exactly the weight average (1-w)*start + w*trained (only the adapter was trained).
+    Example: embed_texts(model, tok, ["北京在哪里？"], cfg, None) -> array of shape (1, hidden)."""
+    import numpy as np
+
+    t = cfg.task
+
+    def run():
+        return encoder.embed(model, tokenizer, texts, t.pooling, stats, cfg.model.max_length, batch_size,
+                             cfg.train.bf16, desc=desc)
+
+    if t.combine == "none":
+        return run()
+    if not hasattr(model, "disable_adapter"):
+        raise UserError(f"task.combine={t.combine} needs a LoRA model (the starting model is the base under the "
+                        "adapter); this one has full weights: set task.combine=none")
+    w = t.combine_weight
+    if t.combine == "weights":
+        from peft.helpers import rescale_adapter_scale
+
+        with rescale_adapter_scale(model, w):
+            return run()
+    trained = run()
+    with model.disable_adapter():
+        start = run()
+    return np.concatenate([np.sqrt(w) * trained, np.sqrt(1 - w) * start], axis=1).astype(np.float32)
 
 
 def rank_rows(model, tokenizer, rows, cfg, state, batch_size, passages=None) -> list[dict]:
@@ -300,8 +345,8 @@ def rank_rows(model, tokenizer, rows, cfg, state, batch_size, passages=None) -> 
 
     t = cfg.task
     corpus, vectors, stats = passages or passage_vectors(model, tokenizer, cfg, state, batch_size)
-    queries = encoder.embed(model, tokenizer, [t.query_prefix + r["query"] for r in rows], t.pooling, stats,
-                            cfg.model.max_length, batch_size, cfg.train.bf16, desc="queries")
+    queries = embed_texts(model, tokenizer, [t.query_prefix + r["query"] for r in rows], cfg, stats, batch_size,
+                          desc="queries")
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     depth = min(max(t.top_k, K) if t.fusion == "none" else max(t.top_k, 100), len(corpus.ids))
@@ -382,8 +427,9 @@ def index_identity(model: str, cfg, state, weights: str) -> dict:
     """What an index records of the model that built it (a search with another model is refused)."""
     from tasktune.models.peft_adapters import weights_sha256
 
+    combine = None if cfg.task.combine == "none" else f"{cfg.task.combine} {cfg.task.combine_weight:g}"
     return {"model": model, "weights_sha256": weights_sha256(weights), "pooling": cfg.task.pooling,
-            "standardized": bool(state.get("standardizer")), "max_length": cfg.model.max_length}
+            "standardized": bool(state.get("standardizer")), "max_length": cfg.model.max_length, "combine": combine}
 
 
 def search_index(folder: str, queries: list[str], k: int, model: str | None = None) -> list[list[dict]]:
@@ -394,8 +440,8 @@ def search_index(folder: str, queries: list[str], k: int, model: str | None = No
     task, cfg, state, weights = retrieval_model(model or meta["model"], meta["corpus"], meta["pooling"])
     check_identity(meta, index_identity(model or meta["model"], cfg, state, weights), folder)
     net, tok = loaded(task, cfg, state, weights)
-    vectors = encoder.embed(net, tok, [cfg.task.query_prefix + q for q in queries], cfg.task.pooling,
-                            state.get("standardizer"), cfg.model.max_length, desc="queries")
+    vectors = embed_texts(net, tok, [cfg.task.query_prefix + q for q in queries], cfg, state.get("standardizer"),
+                          desc="queries")
     corpus = _corpus(cfg)
     return [[{"id": d, "score": round(s, 5), "text": corpus.text(d)} for d, s in row]
             for row in search_vectors(found, ids, vectors, k)]

@@ -39,6 +39,7 @@ def mine_stage(task, model, tokenizer, splits, cfg, run_dir: Path):
     from tasktune.tasks.retrieval import passage_vectors
 
     m, state = cfg.task.mine, splits.state
+    cfg = cfg.model_copy(update={"task": cfg.task.model_copy(update={"combine": "none"})})  # the starting model alone
     depth = cfg.task.model_copy(update={"top_k": max(cfg.task.top_k, m.negatives + 20)})
     deep = cfg.model_copy(update={"task": depth})
     passages = passage_vectors(model, tokenizer, cfg, state, cfg.train.eval_batch_size or 32)  # encoded once
