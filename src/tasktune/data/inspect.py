@@ -36,7 +36,8 @@ def _task_for(columns: list[str], mapping: dict, name: str | None):
         return get_task(name)
     for family in TASKS:
         task = get_task(family)
-        if all(mapping.get(c, c) in columns for c in task.required_columns):
+        # A family with no fixed columns (sft: three formats) is never guessed: name it with --task.
+        if task.required_columns and all(mapping.get(c, c) in columns for c in task.required_columns):
             return task
     return None
 

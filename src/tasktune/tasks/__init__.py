@@ -12,12 +12,14 @@ from tasktune.tasks.classification import Classification
 from tasktune.tasks.extractive_qa import ExtractiveQA
 from tasktune.tasks.multiple_choice import MultipleChoice
 from tasktune.tasks.retrieval import Retrieval
+from tasktune.tasks.sft import SFT
 
 TASKS = {
     "classification": Classification,
     "extractive_qa": ExtractiveQA,
     "retrieval": Retrieval,
     "multiple_choice": MultipleChoice,
+    "sft": SFT,
 }
 
 

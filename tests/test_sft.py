@@ -1,0 +1,131 @@
+"""SFT: the three row formats, the prompt mask, trimmed logits, prompt cutting, generation metrics by hand,
+and train -> eval -> predict through the CLI on a tiny decoder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import make_rows, write_jsonl
+
+from tasktune.cli import main
+from tasktune.config import load_config
+from tasktune.tasks.sft import SFT
+
+ALPACA = {"instruction": "say the mood", "input": "the room was great", "output": "positive", "system": "be brief"}
+SHAREGPT = {"conversations": [{"from": "system", "value": "be brief"},
+                              {"from": "human", "value": "say the mood\n\nthe room was great"},
+                              {"from": "gpt", "value": "positive"}]}
+MESSAGES = {"messages": [{"role": "system", "content": "be brief"},
+                         {"role": "user", "content": "say the mood\n\nthe room was great"},
+                         {"role": "assistant", "content": "positive"}]}
+
+
+def _cfg(model, *extra):
+    return load_config(None, ["task=sft", f"model.name={model}", "model.max_length=64", *extra])
+
+
+def _tokenizer(model):
+    return SFT().build_model(model, _cfg(model), {}, for_training=False)[1]
+
+
+def test_formats_give_the_same_ids_and_a_masked_prompt(tiny_qwen):
+    from tasktune.tasks.sft import encode_row
+
+    task, cfg, tok = SFT(), _cfg(tiny_qwen), _tokenizer(tiny_qwen)
+    feats = [encode_row(tok, task.parse_row(r, cfg, None), cfg)[0] for r in (ALPACA, SHAREGPT, MESSAGES)]
+    assert feats[0] == feats[1] == feats[2]
+    ids, labels = feats[0]["input_ids"], feats[0]["labels"]
+    response = tok("positive", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert ids[-len(response):] == response and labels[-len(response):] == response   # ends with EOS, trained
+    assert set(labels[:-len(response)]) == {-100}                                        # prompt not trained
+    assert "be brief" in tok.decode(ids) and "say the mood" in tok.decode(ids)
+    on_prompt = _cfg(tiny_qwen, "task.train_on_prompt=true")
+    assert encode_row(tok, task.parse_row(ALPACA, on_prompt, None), on_prompt)[0]["labels"] == ids
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"output": "x"}, "no instruction"),
+    ({"instruction": "a", "output": " "}, "empty response"),
+    ({"messages": [{"role": "user", "content": "hi"}]}, "does not end with the assistant"),
+    ({"conversations": [{"from": "robot", "value": "hi"}]}, "without a known from"),
+])
+def test_bad_rows_name_the_problem(tiny_qwen, tmp_path, capsys, row, message):
+    write_jsonl(tmp_path / "d.jsonl", [ALPACA, row])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("{}\n")
+    assert main(["data", "validate", str(cfg), "task=sft", f"model.name={tiny_qwen}",
+                 f"data.train={tmp_path / 'd.jsonl'}", "data.eval=null"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "d.jsonl line 2" in err and message in err, err
+
+
+def test_trimmed_logits_give_the_full_logits_loss(tiny_qwen):
+    from transformers import AutoModelForCausalLM
+
+    task, cfg, tok = SFT(), _cfg(tiny_qwen), _tokenizer(tiny_qwen)
+    rows = [task.parse_row(r, cfg, None) for r in (ALPACA, {"instruction": "another longer prompt here",
+                                                           "output": "negative and more words"})]
+    batch = task.collator(tok, cfg, {})(task.prepare(rows, tok, cfg, {}))
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen)
+    ours = task.compute_loss(model, batch, cfg, {}) / batch["loss_items"]
+    full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    assert ours.item() == pytest.approx(full.item(), rel=1e-5)
+    assert batch["loss_items"] == sum(len(tok(r["response"], add_special_tokens=False)["input_ids"]) + 1 for r in rows)
+
+
+def test_a_long_prompt_is_cut_before_its_turn_markers_and_counted(tiny_qwen):
+    from tasktune.data.dataset import Splits
+    from tasktune.tasks.sft import KEEP_TAIL, encode_row, prompt_ids
+
+    task, cfg, tok = SFT(), _cfg(tiny_qwen, "model.max_length=40"), _tokenizer(tiny_qwen)
+    long = task.parse_row({"instruction": "say the mood " + "very " * 60, "output": "positive"}, cfg, None)
+    short = task.parse_row({"instruction": "hi", "output": "positive"}, cfg, None)
+    feat, cut = encode_row(tok, long, cfg)
+    full_prompt = prompt_ids(tok, long["messages"][:-1])
+    response = tok("positive", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert cut and len(feat["input_ids"]) == 40 and feat["input_ids"][-len(response):] == response
+    kept = feat["input_ids"][:-len(response)]
+    assert kept[-KEEP_TAIL:] == full_prompt[-KEEP_TAIL:] and kept[:5] == full_prompt[:5]
+    splits = Splits([long, short, long], [], None, {"units": "words"})
+    assert task.before_training(None, tok, splits, cfg, None).state["train_prompts_cut"] == 2
+
+
+def test_generation_metrics_by_hand():
+    from tasktune.metrics.generation import text_scores, units
+
+    s = text_scores("项目进度汇报", "项目进度的汇报", "chars")
+    # unigrams 6/6 and 6/7; bigrams 4/5 and 4/6; BLEU: p = 1, 4/5, 2/4, 1/3, brevity exp(1 - 7/6)
+    assert s["rouge-1"] == pytest.approx(100 * 12 / 13) and s["rouge-2"] == pytest.approx(100 * 8 / 11)
+    assert s["bleu-4"] == pytest.approx(100 * (1 * 0.8 * 0.5 / 3) ** 0.25 * 2.718281828 ** (1 - 7 / 6), rel=1e-4)
+    e = text_scores("The cat sat", "the cat sat on the mat", "words")
+    assert e["rouge-1"] == pytest.approx(100 * 2 * 1 * 0.5 / 1.5) and e["exact_match"] == 0.0
+    assert text_scores(" same  text ", "same text", "words")["exact_match"] == 100.0
+    assert text_scores(None, "abc", "words")["bleu-4"] == 0.0
+    assert units(["项目进度的汇报"]) == "chars" and units(["the cat"]) == "words"
+
+
+def test_train_eval_predict_through_the_cli(tiny_qwen, tmp_path, capsys):
+    """A tiny decoder learns to answer the mood word; the base model beside it does not."""
+    def rows(n, seed):
+        return [{"id": r["id"], "instruction": "mood of: " + r["text"], "output": r["label"]}
+                for r in make_rows(n, seed)]
+
+    write_jsonl(tmp_path / "train.jsonl", rows(120, 2))
+    write_jsonl(tmp_path / "eval.jsonl", rows(20, 3))
+    cfg = tmp_path / "sft.yaml"
+    cfg.write_text(f"task: {{name: sft, max_new_tokens: 8}}\nmodel: {{name: {tiny_qwen}, max_length: 48}}\n"
+                   f"data: {{train: {tmp_path / 'train.jsonl'}, eval: {tmp_path / 'eval.jsonl'}}}\n"
+                   "train: {epochs: 8, batch_size: 8, learning_rate: 5.0e-3, seed: 7, eval_during_training: false}\n"
+                   "baseline: {after_training: true}\n"
+                   f"output_dir: {tmp_path / 'run'}\n", encoding="utf-8")
+    assert main(["train", str(cfg)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tuned"]["exact_match"] >= 90 and out["base_model"]["exact_match"] == 0
+    preds = [json.loads(x) for x in (tmp_path / "run/eval/eval/predictions.jsonl").read_text().splitlines()]
+    assert {"prompt", "generation", "gold"} <= set(preds[0]) and preds[0]["prompt"].startswith("mood of:")
+    write_jsonl(tmp_path / "new.jsonl", [{"id": "n1", "instruction": "mood of: great clean hotel"}])
+    assert main(["predict", str(tmp_path / "run"), "--input", str(tmp_path / "new.jsonl"), "--output",
+                 str(tmp_path / "p.jsonl")]) == 0
+    assert json.loads((tmp_path / "p.jsonl").read_text())["generation"] == "positive"
