@@ -10,7 +10,7 @@ from tasktune.cli import main
 
 VERBS = [[], ["train"], ["eval"], ["predict"], ["compare"], ["export"], ["data"], ["data", "inspect"],
          ["data", "convert"], ["data", "validate"], ["tasks"], ["models"], ["models", "list"], ["models", "pull"],
-         ["index"], ["index", "build"], ["index", "search"], ["mine"], ["ensemble"]]
+         ["index"], ["index", "build"], ["index", "search"], ["mine"], ["ensemble"], ["chat"]]
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 

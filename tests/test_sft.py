@@ -129,3 +129,52 @@ def test_train_eval_predict_through_the_cli(tiny_qwen, tmp_path, capsys):
     assert main(["predict", str(tmp_path / "run"), "--input", str(tmp_path / "new.jsonl"), "--output",
                  str(tmp_path / "p.jsonl")]) == 0
     assert json.loads((tmp_path / "p.jsonl").read_text())["generation"] == "positive"
+    # chat through piped stdin: the streamed answer is the run's generation; /reset clears the history.
+    import io
+
+    out = io.StringIO()
+    monkey_in = io.StringIO("mood of: great clean hotel\n/reset\nmood of: dirty awful room\n/exit\nignored\n")
+    from tasktune.chat import chat
+
+    messages = chat(str(tmp_path / "run"), max_new_tokens=8, lines=monkey_in, out=out)
+    assert out.getvalue().splitlines() == ["positive", "negative"]
+    assert [m["role"] for m in messages] == ["user", "assistant"] and messages[1]["content"] == "negative"
+
+
+def test_merged_export_generates_what_the_adapter_run_generates(tiny_qwen, tmp_path, capsys, monkeypatch):
+    """export --merge-lora: plain AutoModelForCausalLM + the saved chat template give the adapter's greedy text;
+    the chat verb reads piped stdin."""
+    import io
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rows = [{"id": r["id"], "instruction": "mood of: " + r["text"], "output": r["label"]} for r in make_rows(16, 2)]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    assert main(["train", str(_write_cfg(tmp_path, tiny_qwen)), "model.lora.r=4", "train.learning_rate=5e-2",
+                 "data.eval=null"]) == 0
+    assert main(["predict", str(tmp_path / "run"), "--input", str(tmp_path / "train.jsonl"), "--output",
+                 str(tmp_path / "p.jsonl")]) == 0
+    ours = [json.loads(x)["generation"] for x in (tmp_path / "p.jsonl").read_text().splitlines()][:4]
+    assert any(ours)  # non-empty generations: the comparison below means something
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "merged"), "--merge-lora"]) == 0
+    capsys.readouterr()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    for row, expected in zip(rows, ours):
+        ids = tok.apply_chat_template([{"role": "user", "content": row["instruction"]}], add_generation_prompt=True,
+                                      return_tensors="pt", return_dict=True)["input_ids"]
+        new = model.generate(input_ids=ids, max_new_tokens=8, do_sample=False, eos_token_id=tok.eos_token_id,
+                             pad_token_id=tok.eos_token_id)[0, ids.shape[1]:]
+        assert tok.decode(new, skip_special_tokens=True).strip() == expected
+    monkeypatch.setattr("sys.stdin", io.StringIO(rows[0]["instruction"] + "\n"))
+    assert main(["chat", str(tmp_path / "merged"), "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out.strip() == ours[0]
+
+
+def _write_cfg(tmp_path, model):
+    cfg = tmp_path / "sft.yaml"
+    cfg.write_text(f"task: {{name: sft, max_new_tokens: 8}}\nmodel: {{name: {model}, max_length: 48}}\n"
+                   f"data: {{train: {tmp_path / 'train.jsonl'}}}\n"
+                   "train: {epochs: 1, batch_size: 8, seed: 7, eval_during_training: false}\n"
+                   f"output_dir: {tmp_path / 'run'}\n", encoding="utf-8")
+    return cfg

@@ -6,6 +6,7 @@
     tasktune compare RUN... [--out F]                               -> compare.compare
     tasktune export RUN --out DIR [--merge-lora]                    -> export.export_run
     tasktune index build --model M --corpus F --out DIR | search DIR --query Q -> indexing.index_build / index_search
+    tasktune chat MODEL [--system S]                                 -> chat.chat
     tasktune mine --model M --queries F --corpus F --out F          -> indexing.mine_negatives
     tasktune data inspect FILE [--model M]                          -> data.inspect.inspect_file
     tasktune data convert --from squad|fields IN OUT [...]          -> data.convert.convert
@@ -87,6 +88,13 @@ def cmd_ensemble(a):
     from tasktune.ensemble import ensemble
 
     return ensemble(a.runs, a.data, a.out, folds=a.folds, overwrite=a.overwrite)
+
+
+def cmd_chat(a):
+    from tasktune.chat import chat
+
+    chat(a.model, system=a.system, max_new_tokens=a.max_new_tokens, temperature=a.temperature)
+    return None
 
 
 def cmd_index_build(a):
@@ -219,6 +227,12 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     en.add_argument("--folds", type=int, default=2, help="cross-fitting folds of the reported figures")
     en.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     en.set_defaults(func=cmd_ensemble)
+    ch = sub.add_parser("chat", help="talk to an sft run, an exported folder or a catalog model (streams tokens)")
+    ch.add_argument("model", help="an sft run folder, a model folder or a catalog name")
+    ch.add_argument("--system", help="a system prompt (/system TEXT changes it; /reset clears the history)")
+    ch.add_argument("--max-new-tokens", type=int, default=256, help="at most this many tokens per answer")
+    ch.add_argument("--temperature", type=float, help="sample at this temperature (default: greedy)")
+    ch.set_defaults(func=cmd_chat)
     ix = sub.add_parser("index", help="a retrieval model's faiss index: build, search").add_subparsers(
         dest="index_verb", required=True)
     b = ix.add_parser("build", help="embed a corpus and save a faiss index (records the model)")
