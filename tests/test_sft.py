@@ -178,3 +178,49 @@ def _write_cfg(tmp_path, model):
                    "train: {epochs: 1, batch_size: 8, seed: 7, eval_during_training: false}\n"
                    f"output_dir: {tmp_path / 'run'}\n", encoding="utf-8")
     return cfg
+
+
+def test_mug_meetings_become_instruction_rows(tmp_path, capsys):
+    """The MUG CSV (idx, content JSON) -> title / summary / segmentation / action rows; windows and cuts counted."""
+    import csv
+
+    sentences = [{"id": i, "speaker": f"no.{i % 2}", "start_time": "0", "end_time": "1", "s": f"第{i}句话。" + "嗯" * 10}
+                 for i in range(1, 9)]
+    meeting = {"meeting_key": "M1", "sentence_list": sentences,
+               "topic_segment_ids": [{"id": 3, "candidate": [{"title": "开场", "key_sentence": ["2"]},
+                                                             {"title": "会议开场", "key_sentence": ["1"]}]},
+                                     {"id": 8, "candidate": [{"title": "安排", "key_sentence": ["5", "7"]}]}],
+               "paragraph_segment_ids": [{"id": 3}], "action_ids": [{"id": 5}]}
+    with open(tmp_path / "dev.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerows([["idx", "content"], [0, json.dumps(meeting, ensure_ascii=False)]])
+
+    def convert(task, *extra):
+        out = tmp_path / f"{task}.jsonl"
+        assert main(["data", "convert", "--from", "mug", str(tmp_path / "dev.csv"), str(out), "--task", task,
+                     *extra, "--overwrite"]) == 0
+        return json.loads(capsys.readouterr().out), [json.loads(x) for x in out.read_text().splitlines()]
+
+    _, titles = convert("title")
+    uh = "嗯" * 10
+    assert [r["output"] for r in titles] == ["开场", "安排"] and titles[0]["references"] == ["开场", "会议开场"]
+    assert titles[0]["input"] == f"会议内容：\n[no.1]: 第1句话。{uh}\n[no.0]: 第2句话。{uh}\n[no.1]: 第3句话。{uh}"
+    _, summary = convert("summary")
+    assert [r["output"] for r in summary] == [f"第2句话。{uh}", f"第5句话。{uh}\n第7句话。{uh}"]
+    assert f"[5] [no.1]: 第5句话。{uh}" in summary[1]["input"]
+    counts, windows = convert("segmentation", "--max-chars", "100")   # lines of 28 characters: 3 per window
+    assert [r["output"] for r in windows] == ["3", "无", "8"] and counts["cut"] == 0
+    assert windows[1]["input"].splitlines()[1].startswith("[4] ")
+    _, actions = convert("action", "--max-chars", "100")
+    assert [r["output"] for r in actions] == ["无", "5", "无"]
+    counts, cut = convert("title", "--max-chars", "100")              # segment 2: 5 lines of 23 (+1) keep 4
+    assert counts["cut"] == 1 and counts["chars_cut"] == 24 and cut[1]["input"].count("\n") == 4
+    assert main(["data", "convert", "--from", "mug", str(tmp_path / "dev.csv"), str(tmp_path / "k.jsonl"),
+                 "--task", "keyphrase"]) == 2
+    assert "has no keyphrases" in capsys.readouterr().err
+    # The rows are valid sft rows.
+    from tasktune.data.dataset import check_rows, read_rows
+
+    task = SFT()
+    rows, table, _ = read_rows(str(tmp_path / "title.jsonl"), task, {})
+    assert len(check_rows(task, rows, table.where, _cfg("m"), None)) == 2

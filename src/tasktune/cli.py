@@ -129,7 +129,7 @@ def cmd_convert(a):
 
     return convert(a.source, a.input, a.output, questions=a.questions, negative_ratio=a.negative_ratio,
                    negatives=a.negatives, seed=a.seed, overwrite=a.overwrite, chunk_chars=a.chunk_chars,
-                   overlap=a.overlap)
+                   overlap=a.overlap, task=a.mug_task, max_chars=a.max_chars)
 
 
 def cmd_validate(a):
@@ -275,7 +275,7 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
                                       "QA rows -> a retrieval corpus + queries (qa-retrieval); C3 JSON or the "
                                       "Kaggle science-exam CSV -> multiple_choice rows")
     cv.add_argument("--from", dest="source", required=True,
-                    choices=["squad", "fields", "qa-retrieval", "c3", "kaggle-mc"], help="input format")
+                    choices=["squad", "fields", "qa-retrieval", "c3", "kaggle-mc", "mug"], help="input format")
     cv.add_argument("input", help="SQuAD-style JSON, or field records {id, text, fields: {...}} (jsonl/json)")
     cv.add_argument("output", help="jsonl to write (its manifest <output>.convert.json lets a rerun reuse it); "
                                    "qa-retrieval: a folder")
@@ -290,6 +290,9 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
                                                     "at sentence ends (default: whole contexts)")
     cv.add_argument("--overlap", type=int, default=0, help="qa-retrieval: characters of sentences repeated between "
                                                            "consecutive chunks")
+    cv.add_argument("--task", dest="mug_task", choices=["title", "summary", "segmentation", "action", "keyphrase"],
+                    help="mug: which meeting task's instruction rows to write")
+    cv.add_argument("--max-chars", type=int, default=3000, help="mug: characters per input window (whole lines)")
     cv.add_argument("--overwrite", action="store_true", help="replace an output converted from other inputs")
     cv.set_defaults(func=cmd_convert)
     v = d.add_parser("validate", help="run every check a training run would make, without loading a model")

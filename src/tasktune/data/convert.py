@@ -29,16 +29,16 @@ from tasktune.errors import UserError
 from tasktune.fingerprint import sha256_files
 
 log = logging.getLogger("tasktune")
-SOURCES = ("squad", "fields", "qa-retrieval", "c3", "kaggle-mc")
+SOURCES = ("squad", "fields", "qa-retrieval", "c3", "kaggle-mc", "mug")
 
 
 def convert(source: str, input: str, output: str, questions: str | None = None, negative_ratio: float | None = None,
             negatives: str = "both", seed: int = 0, overwrite: bool = False, chunk_chars: int | None = None,
-            overlap: int = 0) -> dict:
+            overlap: int = 0, task: str | None = None, max_chars: int = 3000) -> dict:
     """Convert `input` into QA rows at `output`; returns the counts (also in `<output>.convert.json`).
 
     `qa-retrieval` writes a retrieval set (corpus + queries) into the folder `output` instead
-    (data/qa_retrieval.py).
+    (data/qa_retrieval.py). `mug` writes instruction rows of one MUG `task` (data/mug_convert.py).
     """
     if source not in SOURCES:
         raise UserError(f"unknown --from '{source}'; available: {', '.join(SOURCES)}")
@@ -54,7 +54,7 @@ def convert(source: str, input: str, output: str, questions: str | None = None, 
         raise UserError(f"--negative-ratio {negative_ratio}: give the share of negatives, from 0 to below 1, e.g. 0.12")
     inputs = [input] + ([questions] if questions else [])
     settings = {"from": source, "negative_ratio": negative_ratio, "negatives": negatives, "seed": seed,
-                "inputs_sha256": sha256_files(inputs)}
+                "inputs_sha256": sha256_files(inputs), **({"task": task, "max_chars": max_chars} if source == "mug" else {})}
     manifest = Path(f"{output}.convert.json")
     if Path(output).exists() and not overwrite:
         old = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
@@ -69,6 +69,13 @@ def convert(source: str, input: str, output: str, questions: str | None = None, 
         from tasktune.data.mc_convert import mc_rows
 
         rows, counts, problems = mc_rows(source, input)
+    elif source == "mug":
+        from tasktune.data.mug_convert import mug_rows
+
+        rows, counts, problems = mug_rows(input, task, max_chars)
+        if counts["cut"]:
+            log.warning("%d of %d rows were longer than --max-chars %d and were cut (%d characters in all)",
+                        counts["cut"], counts["rows"], max_chars, counts["chars_cut"])
     else:
         rows, counts, problems = from_fields(input, _read_questions(questions), negative_ratio, negatives, seed)
     if not rows:
