@@ -26,7 +26,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 SHAPE = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
@@ -105,7 +104,6 @@ def non_embedding_params(model: str) -> int:
 
 def tasktune_run(model: str, data: Path, out: Path, extra: list[str], steps: int, batch: int) -> dict:
     """`tasktune train` in-process for `steps` optimizer steps; wall time of the training loop and peak memory."""
-    import torch
 
     from tasktune.config import load_config
     from tasktune.run import train

@@ -45,6 +45,15 @@ def _seconds_to_stage1(run: Path) -> float | None:
     return round((done - stamps[0][0]).total_seconds(), 1) if done and stamps else None
 
 
+def chunk_set(out: Path) -> Path:
+    """The CMRC trial as a retrieval set of 120-character chunks in `out`/cmrc_ret (converted once)."""
+    data = out / "cmrc_ret"
+    if not (data / "queries.jsonl").is_file():
+        subprocess.run([sys.executable, "-m", "tasktune", "data", "convert", "--from", "qa-retrieval", str(DATA),
+                        str(data), "--chunk-chars", "120", "--overwrite"], check=True)
+    return data
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -56,10 +65,7 @@ def main() -> None:
     out = runs_folder(DATA, a.runs)
     if out is None:
         return
-    data = out / "cmrc_ret"
-    if not (data / "queries.jsonl").is_file():
-        subprocess.run([sys.executable, "-m", "tasktune", "data", "convert", "--from", "qa-retrieval", str(DATA),
-                        str(data), "--chunk-chars", "120", "--overwrite"], check=True)
+    data = chunk_set(out)
     from tasktune.compare import compare
 
     result, table = {"convert": json.loads((data / "convert.json").read_text()), "runs": {}}, {}

@@ -26,10 +26,10 @@ import sys
 import time
 from pathlib import Path
 
+from retrieval import DATA, chunk_set
 from subprocess_runs import runs_folder
 
 ROOT = Path(__file__).parents[1]
-DATA = ROOT.parent / "shared" / "data" / "cmrc2018" / "cmrc2018_trial.json"
 MODEL, MAX_LEN, NEGATIVES = "gemma-3-270m", 256, 5  # 256: tasktune mine's default max_length
 
 
@@ -167,10 +167,7 @@ def main() -> None:
     out = runs_folder(DATA, a.runs)
     if out is None:
         return
-    data = out / "cmrc_ret"
-    if not (data / "queries.jsonl").is_file():
-        subprocess.run([sys.executable, "-m", "tasktune", "data", "convert", "--from", "qa-retrieval", str(DATA),
-                        str(data), "--chunk-chars", "120", "--overwrite"], check=True)
+    data = chunk_set(out)
     corpus, peers = data / "corpus.jsonl", out / "peers"
     peers.mkdir(exist_ok=True)
     queries = peers / "queries.jsonl"
