@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import make_rows, write_jsonl
 
 from tasktune.cli import main
@@ -223,3 +224,26 @@ def test_mug_meetings_become_instruction_rows(tmp_path, capsys):
     task = SFT()
     rows, table, _ = read_rows(str(tmp_path / "title.jsonl"), task, {})
     assert len(check_rows(task, rows, table.where, _cfg("m"), None)) == 2
+
+
+def test_packed_batch_gives_the_unpacked_loss(tiny_qwen):
+    """train.packing: the same summed loss and item count as padded rows (the engine's forward, compute_loss)."""
+    from transformers import AutoModelForCausalLM
+
+    task, tok = SFT(), _tokenizer(tiny_qwen)
+    cfg, packed_cfg = _cfg(tiny_qwen, "task.train_on_prompt=true"), _cfg(tiny_qwen, "task.train_on_prompt=true",
+                                                                        "train.packing=true")
+    rows = [task.parse_row(r, cfg, None) for r in (ALPACA, {"instruction": "a much longer prompt than the first",
+                                                           "output": "negative and more"}, MESSAGES)]
+    feats = task.prepare(rows, tok, cfg, {})
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen, attn_implementation="sdpa").eval()
+    padded, packed = task.collator(tok, cfg, {})(feats), task.collator(tok, packed_cfg, {})(feats)
+    assert packed["input_ids"].shape == (1, sum(len(f["input_ids"]) for f in feats))
+    assert packed["loss_items"] == padded["loss_items"]
+    with torch.no_grad():
+        a, b = task.compute_loss(model, padded, cfg, {}), task.compute_loss(model, packed, packed_cfg, {})
+    assert b.item() == pytest.approx(a.item(), rel=1e-4)
+    # Without restarting positions (one long sequence) the loss differs: the packing is what makes it equal.
+    del packed["position_ids"]
+    with torch.no_grad():
+        assert abs(task.compute_loss(model, packed, packed_cfg, {}).item() - a.item()) > 1e-3

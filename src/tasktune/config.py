@@ -150,7 +150,7 @@ class TrainConfig(Section):
     seed: int = Field(42, description="Seed for weights init, data order and the train/eval split.")
     packing: bool = Field(
         False, description="Pack each batch's examples back to back into one sequence (attention stays within "
-        "each example): no compute on padding. For label scoring. Pays on CPUs (1.7x measured); on a GPU with "
+        "each example): no compute on padding. For label scoring and sft. Pays on CPUs (1.7x measured); on a GPU with "
         "SDPA the pack's dense mask made it 0.54x (bench/RESULTS.md): leave it off there.")
     bf16: Literal["auto"] | bool = Field(
         "auto", description="bfloat16 autocast (mixed precision; trainable weights stay fp32). auto: on where bf16 is "

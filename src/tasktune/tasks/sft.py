@@ -169,7 +169,8 @@ class SFT:
         return [encode_row(tokenizer, r, cfg)[0] for r in rows]
 
     def collator(self, tokenizer, cfg, state):
-        return ResponseCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        return ResponseCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+                                packed=cfg.train.packing)
 
     def compute_loss(self, model, batch, cfg, state):
         import torch
@@ -177,7 +178,8 @@ class SFT:
         from tasktune.models.lm_head import logits_at, next_token_positions
 
         rows, cols, targets = next_token_positions(batch["labels"])
-        logits = logits_at(model, batch["input_ids"], batch["attention_mask"], rows, cols)
+        extra = {"position_ids": batch["position_ids"]} if "position_ids" in batch else {}
+        logits = logits_at(model, batch["input_ids"], batch.get("attention_mask"), rows, cols, **extra)
         return torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
 
     # --- inference and metrics ----------------------------------------------------------------
@@ -204,14 +206,24 @@ class SFT:
 
 class ResponseCollator:
     """Right-padded input ids, attention mask and labels (-100 outside the trained tokens); `loss_items` is
-    the number of trained tokens (the loss is a sum over them)."""
+    the number of trained tokens (the loss is a sum over them).
 
-    def __init__(self, pad_id: int):
-        self.pad = pad_id
+    Packed (train.packing): the batch's examples back to back in ONE row with position ids restarting at
+    each and no attention mask, so transformers masks attention block-diagonally (no example sees
+    another) and no compute goes to padding; each example's first label is -100 (nothing predicts
+    across the seam)."""
+
+    def __init__(self, pad_id: int, packed: bool = False):
+        self.pad, self.packed = pad_id, packed
 
     def __call__(self, feats: list[dict]) -> dict:
         import torch
 
+        if self.packed:
+            labels = torch.tensor([[t for f in feats for t in [-100] + f["labels"][1:]]])
+            return {"input_ids": torch.tensor([[t for f in feats for t in f["input_ids"]]]),
+                    "position_ids": torch.tensor([[p for f in feats for p in range(len(f["input_ids"]))]]),
+                    "labels": labels, "loss_items": int((labels[:, 1:] != -100).sum())}
         width = max(len(f["input_ids"]) for f in feats)
         ids = torch.tensor([f["input_ids"] + [self.pad] * (width - len(f["input_ids"])) for f in feats])
         mask = torch.tensor([[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in feats])
