@@ -14,7 +14,8 @@ Data: the CMRC 2018 trial chunk corpus of `bench/retrieval.py` (made here when a
 3. Index: `tasktune index build` (flat) time and peak RSS; then search throughput of flat, ivf and
    hnsw over those vectors (the passages as queries) and the recall@10 of ivf / hnsw against flat.
 
-Run: python bench/retrieval_peers.py [--queries 400] [--train-rows 160]   (quick check: --queries 16 --passages 40)
+Run: python bench/retrieval_peers.py [--queries 400] [--train-rows 160] [--parts training]
+     (quick check: --queries 16 --passages 40 --out /tmp/peers.json)
 """
 
 from __future__ import annotations
@@ -151,11 +152,51 @@ def small_corpus(corpus: Path, queries: Path, n: int, out: Path) -> Path:
     return out
 
 
+def mining_part(queries: Path, corpus: Path, peers: Path) -> dict:
+    ours = measured([sys.executable, "-m", "tasktune", "mine", "--model", MODEL, "--pooling", "mean", "--queries",
+                     str(queries), "--corpus", str(corpus), "--out", str(peers / "tt_mined.jsonl"), "--negatives",
+                     str(NEGATIVES), "--max-similarity", "1.0", "--keep-easy"])
+    theirs = measured([sys.executable, __file__, "--_st", "mine", str(queries), str(corpus), str(peers / "st_mined.jsonl")])
+    tt = {r["query_id"]: r["negative_ids"] for r in map(json.loads, (peers / "tt_mined.jsonl").open(encoding="utf-8"))}
+    st = {r["query_id"]: r["negative_ids"] for r in map(json.loads, (peers / "st_mined.jsonl").open(encoding="utf-8"))}
+    both = [q for q in tt if st.get(q)]
+    return {"tasktune": {k: ours[k] for k in ("seconds", "peak_rss_gib")},
+            "sentence_transformers": {k: theirs[k] for k in ("seconds", "peak_rss_gib")},
+            "queries_with_negatives": {"tasktune": sum(1 for v in tt.values() if v), "sentence_transformers": len(both)},
+            "overlap_mean": round(sum(len(set(tt[q]) & set(st[q])) / NEGATIVES for q in both) / max(len(both), 1), 4),
+            "identical_sets": sum(1 for q in both if set(tt[q]) == set(st[q]))}
+
+
+def training_part(corpus: Path, peers: Path, train_rows: int, batch: int) -> dict:
+    """Both trainers on the same rows: the first `train_rows` mined queries with their first negative."""
+    rows = peers / "train_rows.jsonl"
+    mined = [json.loads(x) for x in (peers / "tt_mined.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows.write_text("".join(json.dumps({"id": m["query_id"], "query": m["query"], "positive_ids": m["positive_ids"],
+                                        "negative_ids": m["negative_ids"][:1]}, ensure_ascii=False) + "\n"
+                            for m in mined[:train_rows]), encoding="utf-8")
+    ours = tasktune_train(rows, corpus, peers / "tt_train", batch)
+    theirs = measured([sys.executable, __file__, "--_st", "train", str(rows), str(corpus), str(peers / "st_train"),
+                       str(batch)])
+    st_speed = json.loads(theirs["stdout"].strip().splitlines()[-1])["train_samples_per_second"]
+    return {"tasktune": ours, "sentence_transformers": {"seconds": theirs["seconds"], "peak_rss_gib": theirs["peak_rss_gib"],
+                                                        "train_samples_per_second": st_speed},
+            "ratio_tasktune_over_st": round(ours["train_samples_per_second"] / st_speed, 3)}
+
+
+def index_part(corpus: Path, peers: Path, passages: int) -> dict:
+    build = measured([sys.executable, "-m", "tasktune", "index", "build", "--model", MODEL, "--pooling", "mean",
+                      "--corpus", str(corpus), "--out", str(peers / "index"), "--overwrite"])
+    return {"build": {"seconds": build["seconds"], "peak_rss_gib": build["peak_rss_gib"],
+                      "passages_per_s": round(passages / build["seconds"], 2)}, "search": index_speed(peers / "index")}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--queries", type=int, default=400)
     p.add_argument("--train-rows", type=int, default=160)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--parts", nargs="+", default=["mining", "training", "index"], choices=["mining", "training", "index"],
+                   help="run these parts only (training needs mining's output); the others' results are kept")
     p.add_argument("--passages", type=int, default=0, help="a quick check: the first N passages plus the positives")
     p.add_argument("--runs", default="bench_runs/retrieval")
     p.add_argument("--out", default="bench/retrieval_peers.json")
@@ -175,49 +216,18 @@ def main() -> None:
                        encoding="utf-8")
     if a.passages:
         corpus = small_corpus(corpus, queries, a.passages, peers / "corpus.jsonl")
-    result = {"queries": a.queries, "passages": sum(1 for _ in corpus.open(encoding="utf-8"))}
-
-    ours = measured([sys.executable, "-m", "tasktune", "mine", "--model", MODEL, "--pooling", "mean", "--queries",
-                     str(queries), "--corpus", str(corpus), "--out", str(peers / "tt_mined.jsonl"), "--negatives",
-                     str(NEGATIVES), "--max-similarity", "1.0", "--keep-easy"])
-    theirs = measured([sys.executable, __file__, "--_st", "mine", str(queries), str(corpus), str(peers / "st_mined.jsonl")])
-    tt = {r["query_id"]: r["negative_ids"] for r in map(json.loads, (peers / "tt_mined.jsonl").open(encoding="utf-8"))}
-    st = {r["query_id"]: r["negative_ids"] for r in map(json.loads, (peers / "st_mined.jsonl").open(encoding="utf-8"))}
-    both = [q for q in tt if st.get(q)]
-    result["mining"] = {
-        "tasktune": {k: ours[k] for k in ("seconds", "peak_rss_gib")},
-        "sentence_transformers": {k: theirs[k] for k in ("seconds", "peak_rss_gib")},
-        "queries_with_negatives": {"tasktune": sum(1 for v in tt.values() if v), "sentence_transformers": len(both)},
-        "overlap_mean": round(sum(len(set(tt[q]) & set(st[q])) / NEGATIVES for q in both) / max(len(both), 1), 4),
-        "identical_sets": sum(1 for q in both if set(tt[q]) == set(st[q]))}
-    print("mining", json.dumps(result["mining"]), flush=True)
-
-    rows = peers / "train_rows.jsonl"
-    mined = [json.loads(x) for x in (peers / "tt_mined.jsonl").read_text(encoding="utf-8").splitlines()]
-    rows.write_text("".join(json.dumps({"id": m["query_id"], "query": m["query"], "positive_ids": m["positive_ids"],
-                                        "negative_ids": m["negative_ids"][:1]}, ensure_ascii=False) + "\n"
-                            for m in mined[:a.train_rows]), encoding="utf-8")
-    ours = tasktune_train(rows, corpus, peers / "tt_train", a.batch)
-    theirs = measured([sys.executable, __file__, "--_st", "train", str(rows), str(corpus), str(peers / "st_train"),
-                       str(a.batch)])
-    st_metrics = json.loads(theirs["stdout"].strip().splitlines()[-1])
-    result["training"] = {"tasktune": ours, "sentence_transformers": {
-        "seconds": theirs["seconds"], "peak_rss_gib": theirs["peak_rss_gib"],
-        "train_samples_per_second": st_metrics["train_samples_per_second"]}}
-    result["training"]["ratio_tasktune_over_st"] = round(
-        ours["train_samples_per_second"] / st_metrics["train_samples_per_second"], 3)
-    print("training", json.dumps(result["training"]), flush=True)
-
-    build = measured([sys.executable, "-m", "tasktune", "index", "build", "--model", MODEL, "--pooling", "mean",
-                      "--corpus", str(corpus), "--out", str(peers / "index"), "--overwrite"])
-    result["index"] = {"build": {"seconds": build["seconds"], "peak_rss_gib": build["peak_rss_gib"],
-                                 "passages_per_s": round(result["passages"] / build["seconds"], 2)},
-                       "search": index_speed(peers / "index")}
-    print("index", json.dumps(result["index"]), flush=True)
     import torch
 
-    result["cpu"] = torch.backends.cpu.get_cpu_capability()
-    Path(a.out).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+    result = json.loads(Path(a.out).read_text()) if Path(a.out).is_file() else {}
+    result.update(queries=a.queries, passages=sum(1 for _ in corpus.open(encoding="utf-8")),
+                  cpu=torch.backends.cpu.get_cpu_capability())
+    parts = {"mining": lambda: mining_part(queries, corpus, peers),
+             "training": lambda: training_part(corpus, peers, a.train_rows, a.batch),
+             "index": lambda: index_part(corpus, peers, result["passages"])}
+    for name in a.parts:
+        result[name] = parts[name]()
+        print(name, json.dumps(result[name]), flush=True)
+        Path(a.out).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tokenised features are cached per test session, never in the user's cache (tests stay hermetic).
+os.environ["TASKTUNE_FEATURE_CACHE"] = __import__("tempfile").mkdtemp(prefix="tasktune-features-")
 
 POS_WORDS = ["good", "great", "lovely", "clean", "好", "棒", "干净"]
 NEG_WORDS = ["bad", "awful", "dirty", "noisy", "差", "脏", "吵"]

@@ -17,7 +17,8 @@ from tasktune.config import load_config
 
 def _files(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", qa_rows(make_records(120, seed=1)))
-    eval_ = write_jsonl(tmp_path / "eval.jsonl", qa_rows(make_records(30, seed=2)))
+    eval_rows = [{**r, "id": f"ev-{r['id']}"} for r in qa_rows(make_records(30, seed=2))]  # ids apart from train's
+    eval_ = write_jsonl(tmp_path / "eval.jsonl", eval_rows)
     return train, eval_
 
 
@@ -34,6 +35,12 @@ def test_decoder_field_extraction_through_the_cli(qa_qwen, tmp_path, capsys, mon
     assert meta["state"]["fields"] == dict(sorted(QUESTIONS.items())) and meta["state"]["language"] == "en"
     history = json.loads((run / "metrics_history.json").read_text())
     assert any("eval_f1" in h for h in history)  # real EM/F1 during training, not only the loss
+    # The null threshold was fitted after training on the eval rows only (none of them trained on).
+    split = json.loads((run / "data.json").read_text())["split"]
+    fitted = meta["thresholds_fitted_on"]
+    assert fitted["split"] == "eval" and sorted(fitted["ids"]) == sorted(split["eval_ids"])
+    assert not set(fitted["ids"]) & set(split["train_ids"])
+    assert meta["state"]["null_threshold"] == fitted["report"]["all"]["threshold"]
 
     assert main(["eval", str(run), "--tune-null-threshold"]) == 0
     tuned = json.loads((run / "eval/eval/metrics.json").read_text())

@@ -28,16 +28,16 @@ def test_pooling_and_normalisation():
 
 
 class _Fixed(torch.nn.Module):
-    """A stand-in backbone whose last hidden state is given per input row."""
+    """A stand-in backbone whose hidden state is a fixed vector per token id."""
 
-    def __init__(self, states):
+    def __init__(self, table):
         super().__init__()
-        self.states = states
+        self.table = table
 
     def forward(self, input_ids, attention_mask):
         from types import SimpleNamespace
 
-        return SimpleNamespace(last_hidden_state=self.states)
+        return SimpleNamespace(last_hidden_state=self.table[input_ids])
 
 
 def test_losses_against_hand_computation(retrieval_files):
@@ -48,9 +48,15 @@ def test_losses_against_hand_computation(retrieval_files):
     feats = [{"query_ids": [1], "passage_ids": [[2], [3]], "passage_index": [0, 5], "positive_index": [0]},
              {"query_ids": [4], "passage_ids": [[5], [6]], "passage_index": [1, 0], "positive_index": [1, 0]}]
     batch = PairCollator(0)(feats)
-    vec = torch.tensor([[1.0, 0.0], [0.0, 1.0],                                   # queries
+    vec = torch.tensor([[1.0, 0.0], [0.0, 1.0],                                   # queries (token ids 1, 4)
                         [1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [1.0, 0.0]])          # p0, n5 | p1, p0 (q1's positive too)
-    model = _Fixed(vec.unsqueeze(1))
+    table = torch.zeros(7, 2)
+    table[[1, 4, 2, 3, 5, 6]] = vec
+    model = _Fixed(table)
+    assert batch["input_ids"].shape == (2, 1) and batch["passage_input_ids"].shape == (4, 1)
+    # Queries are padded to the longest query, not to the passages' length (two forwards).
+    short = PairCollator(0)([{"query_ids": [1], "passage_ids": [[2, 3, 4]], "passage_index": [0], "positive_index": [0]}])
+    assert short["input_ids"].shape == (1, 1) and short["passage_attention_mask"].tolist() == [[1, 1, 1]]
     state = {"standardizer": None}
     sim = vec[:2] @ vec[2:].T
     # infonce: a passage that is one of the query's known positives is never its negative: q0's positive

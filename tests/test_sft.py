@@ -247,3 +247,35 @@ def test_packed_batch_gives_the_unpacked_loss(tiny_qwen):
     del packed["position_ids"]
     with torch.no_grad():
         assert abs(task.compute_loss(model, packed, packed_cfg, {}).item() - a.item()) > 1e-3
+
+
+def test_inspect_counts_formats_and_token_lengths(tiny_qwen, tmp_path, capsys):
+    from tasktune.tasks.sft import encode_row
+
+    write_jsonl(tmp_path / "d.jsonl", [ALPACA, SHAREGPT, MESSAGES, {"conversations": "not a list"}])
+    assert main(["data", "inspect", str(tmp_path / "d.jsonl"), "--task", "sft", "--model", tiny_qwen]) == 0
+    view = json.loads(capsys.readouterr().out)["sft"]
+    assert view["formats"] == {"alpaca": 1, "sharegpt": 2, "messages": 1} and view["unreadable_rows"] == 1
+    cfg, tok = _cfg(tiny_qwen, "model.max_length=512"), _tokenizer(tiny_qwen)
+    length = len(encode_row(tok, SFT().parse_row(ALPACA, cfg, None), cfg)[0]["input_ids"])
+    assert view["prompt_tokens"]["max"] + view["response_tokens"]["max"] == length   # the three rows are one example
+    assert view["advice"].startswith(f"model.max_length {length} keeps 95%")
+
+
+def test_tokenised_features_are_cached_by_rows_tokenizer_and_settings(tiny_qwen, tmp_path, monkeypatch):
+    from tasktune.engine import features
+
+    monkeypatch.setenv("TASKTUNE_FEATURE_CACHE", str(tmp_path / "cache"))
+    task, cfg, tok = SFT(), _cfg(tiny_qwen), _tokenizer(tiny_qwen)
+    rows = [task.parse_row(r, cfg, None) for r in (ALPACA, MESSAGES)]
+    calls = []
+    real = task.prepare
+    monkeypatch.setattr(task, "prepare", lambda *a: calls.append(1) or real(*a))
+    first = features.prepared(task, rows, tok, cfg, {})
+    assert features.prepared(task, rows, tok, cfg, {}) == first and len(calls) == 1   # the second came from disk
+    features.prepared(task, rows, tok, _cfg(tiny_qwen, "model.max_length=40"), {})      # another cut-off
+    features.prepared(task, rows[:1], tok, cfg, {})                                   # other rows
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    features.prepared(task, rows, tok, cfg, {})                                       # another template
+    features.prepared(task, rows, tok, _cfg(tiny_qwen, "data.cache_features=false"), {})
+    assert len(calls) == 5 and len(list((tmp_path / "cache").iterdir())) == 4

@@ -108,6 +108,8 @@ class DataConfig(Section):
     seed: int | None = Field(None, description="Seed of the train/eval split and row sampling; default train.seed.")
     max_train_rows: int | None = Field(None, gt=0, description="Use at most this many training rows (seeded sample).")
     max_eval_rows: int | None = Field(None, gt=0, description="Use at most this many eval rows (seeded sample).")
+    cache_features: bool = Field(True, description="Keep tokenised training features in $TASKTUNE_CACHE/features, "
+                                 "keyed by rows, tokenizer, template and settings: a rerun skips tokenisation.")
 
     @field_validator("eval")
     @classmethod

@@ -72,6 +72,7 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
 
     from transformers import set_seed
 
+    from tasktune.engine.features import prepared
     from tasktune.engine.trainer import build_trainer
 
     set_seed(cfg.train.seed)  # new heads are initialised here, before the Trainer seeds anything
@@ -79,9 +80,9 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
     before = member(task, "before_training")
     if before is not None:
         splits = before(model, tok, splits, cfg, run_dir)
-    feats = task.prepare(splits.train, tok, cfg, splits.state)
+    feats = prepared(task, splits.train, tok, cfg, splits.state)
     eval_during = splits.eval and cfg.train.eval_during_training
-    eval_feats = task.prepare(splits.eval, tok, cfg, splits.state) if eval_during else []
+    eval_feats = prepared(task, splits.eval, tok, cfg, splits.state) if eval_during else []
     trainer = build_trainer(task, cfg, model, tok, feats, eval_feats, splits.state, run_dir, history, callbacks,
                             eval_rows=splits.eval if eval_during else [])
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)

@@ -20,7 +20,10 @@ and character offsets.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import Counter
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -31,6 +34,8 @@ from tasktune.errors import UserError
 from tasktune.metrics.qa import detect_language, qa_scores, score_rows, summarize
 from tasktune.tasks import qa_spans
 from tasktune.tasks.protocol import RowError
+
+log = logging.getLogger("tasktune")
 
 MIN_ROWS_PER_FIELD_THRESHOLD = 20  # fewer eval rows than this: a field keeps the global threshold
 MODEL_INPUTS = ("input_ids", "attention_mask", "context_mask", "token_type_ids")
@@ -44,6 +49,10 @@ class ExtractiveQASettings(TaskSettings):
     null_threshold: float = Field(
         0.0, description="Answer only when best span score - null score > this; "
         "`tasktune eval RUN --tune-null-threshold` fits it.")
+    fit_threshold_after_training: bool = Field(
+        True, description="At the end of training, fit the null threshold(s) on the eval split's predictions (rows "
+        "not trained on) and store them in best/ for predict; eval/eval/metrics.json keeps task.null_threshold's "
+        "scores (scores on the rows a threshold was fitted on are optimistic).")
     field_thresholds: dict[str, float] = Field(
         default_factory=dict, description="Null threshold per field, e.g. {title: 1.5}.")
     metric_language: Literal["auto", "zh", "en"] = Field(
@@ -231,6 +240,26 @@ class ExtractiveQA:
     def baselines(self, rows, state):
         return {"no_answer": [{"id": r.get("id"), "question": r.get("question"), "answer": None,
                                **({"field": r["field"]} if r.get("field") is not None else {})} for r in rows]}
+
+    def after_training(self, model, tokenizer, splits, cfg, run_dir, metrics):
+        """task.fit_threshold_after_training: fit on the eval split's predictions, store in best/tasktune.json."""
+        from tasktune.atomic import write_json
+
+        preds_path = Path(run_dir) / "eval" / "eval" / "predictions.jsonl"
+        if not (cfg.task.fit_threshold_after_training and splits.eval and preds_path.is_file()):
+            return
+        preds = [json.loads(x) for x in preds_path.read_text(encoding="utf-8").splitlines()]
+        new_state, _, report = self.tune(preds, splits.state)
+        meta_path = Path(run_dir) / "best" / "tasktune.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta["state"] = new_state
+        meta["thresholds_fitted_on"] = {"split": "eval", "rows": len(preds), "ids": [p.get("id") for p in preds],
+                                        "report": report}
+        write_json(meta_path, meta)
+        log.info("null threshold fitted on the %d eval rows (not trained on) and stored in %s for predict: %s -> %s "
+                 "(F1 there %.2f; the eval metrics above use %s; refit with eval --tune-null-threshold)", len(preds),
+                 meta_path, report["null_threshold"]["before"], report["null_threshold"]["after"],
+                 report["all"]["f1"], report["null_threshold"]["before"])
 
     def zero_shot(self, path, rows, cfg, state, batch_size=16):
         """A decoder base model prompted to copy the answer out (an untrained span head says nothing);

@@ -192,10 +192,12 @@ class Retrieval:
     def compute_loss(self, model, batch, cfg, state):
         import torch
 
-        n = batch["n_queries"]
-        emb = encoder.embeddings(model, batch["input_ids"], batch["attention_mask"], cfg.task.pooling,
-                                 state.get("standardizer"))
-        sim = emb[:n] @ emb[n:].T                                                    # (queries, passages)
+        # Queries and passages in two forwards, each padded to its own longest: padding short queries to
+        # passage length cost ~30% of the training time (measured against sentence-transformers).
+        stats, pooling = state.get("standardizer"), cfg.task.pooling
+        queries = encoder.embeddings(model, batch["input_ids"], batch["attention_mask"], pooling, stats)
+        passages = encoder.embeddings(model, batch["passage_input_ids"], batch["passage_attention_mask"], pooling, stats)
+        sim = queries @ passages.T                                                   # (queries, passages)
         target = batch["target"]
         others = batch["is_positive"] & ~torch.nn.functional.one_hot(target, sim.shape[1]).bool()
         if cfg.task.loss == "infonce":
@@ -269,19 +271,24 @@ class Retrieval:
 
 
 class PairCollator:
-    """Features -> one padded batch of the queries, then every query's passages (its positive first, then its
-    hard negatives); the masks say which passages are a query's known positives and own negatives."""
+    """Features -> the queries as one padded batch and every query's passages (its positive first, then its
+    hard negatives) as another; the masks say which passages are a query's known positives and own negatives."""
 
     def __init__(self, pad_id: int | None):
         self.pad = pad_id if pad_id is not None else 0
 
+    def _padded(self, seqs: list[list[int]]):
+        import torch
+
+        width = max(len(s) for s in seqs)
+        return (torch.tensor([s + [self.pad] * (width - len(s)) for s in seqs]),
+                torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs]))
+
     def __call__(self, feats: list[dict]) -> dict:
         import torch
 
-        seqs = [f["query_ids"] for f in feats] + [p for f in feats for p in f["passage_ids"]]
-        width = max(len(s) for s in seqs)
-        ids = torch.tensor([s + [self.pad] * (width - len(s)) for s in seqs])
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+        q_ids, q_mask = self._padded([f["query_ids"] for f in feats])
+        p_ids, p_mask = self._padded([p for f in feats for p in f["passage_ids"]])
         doc = [d for f in feats for d in f["passage_index"]]
         target, own, start = [], torch.zeros(len(feats), len(doc), dtype=torch.bool), 0
         for i, f in enumerate(feats):
@@ -289,8 +296,9 @@ class PairCollator:
             own[i, start + 1:start + len(f["passage_index"])] = True
             start += len(f["passage_index"])
         is_pos = torch.tensor([[d in set(f["positive_index"]) for d in doc] for f in feats])
-        return {"input_ids": ids, "attention_mask": mask, "n_queries": len(feats), "target": torch.tensor(target),
-                "is_positive": is_pos, "own_negative": own & ~is_pos, "loss_items": len(feats)}
+        return {"input_ids": q_ids, "attention_mask": q_mask, "passage_input_ids": p_ids,
+                "passage_attention_mask": p_mask, "target": torch.tensor(target), "is_positive": is_pos,
+                "own_negative": own & ~is_pos, "loss_items": len(feats)}
 
 
 def passage_vectors(model, tokenizer, cfg, state, batch_size):

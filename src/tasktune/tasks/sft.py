@@ -125,6 +125,34 @@ class SFT:
     def split_keys(self, row):
         return None, None
 
+    def inspect(self, rows, tokenizer):
+        """Rows per format, turns; with a tokenizer, prompt / response token lengths and a max_length advice."""
+        from tasktune.data.inspect import percentiles
+
+        formats: dict = {}
+        parsed = []
+        for r in rows:
+            fmt = "messages" if r.get("messages") else "sharegpt" if r.get("conversations") else "alpaca"
+            formats[fmt] = formats.get(fmt, 0) + 1
+            try:
+                parsed.append(_turns(r, "auto"))
+            except RowError:
+                continue
+        report = {"formats": formats, "unreadable_rows": len(rows) - len(parsed),
+                  "turns": percentiles([len(t) for t in parsed]) if parsed else {}}
+        if tokenizer is None or not parsed:
+            return report
+        if not tokenizer.chat_template:
+            tokenizer.chat_template = PLAIN_TEMPLATE
+        prompts = [len(prompt_ids(tokenizer, t[:-1])) for t in parsed]
+        responses = [len(tokenizer(str(t[-1]["content"] or ""), add_special_tokens=False)["input_ids"]) + 1
+                     for t in parsed]
+        total = sorted(a + b for a, b in zip(prompts, responses))
+        p95 = total[min(len(total) - 1, int(len(total) * 0.95))]
+        return {**report, "prompt_tokens": percentiles(prompts), "response_tokens": percentiles(responses),
+                "advice": f"model.max_length {p95} keeps 95% of the examples whole (prompt + response + EOS); "
+                          f"{sum(1 for x in total if x > 512)} of {len(total)} are longer than 512"}
+
     def setup(self, train_rows, cfg):
         refs = [r["messages"][-1]["content"] for r in train_rows[:500]]
         return {"units": cfg.task.metric_units if cfg.task.metric_units != "auto" else units(refs)}
