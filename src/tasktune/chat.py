@@ -45,7 +45,7 @@ def chat(model: str, system: str | None = None, max_new_tokens: int = 256, tempe
     """Run the conversation; returns its messages. `lines` (default stdin) and `out` (default stdout)."""
     import torch
 
-    from tasktune.tasks.sft import prompt_ids
+    from tasktune.tasks.sft import prompt_ids, stop_ids
 
     net, tok, cfg = _load(model, max_new_tokens, temperature)
     lines, out = lines or sys.stdin, out or sys.stdout
@@ -77,7 +77,7 @@ def chat(model: str, system: str | None = None, max_new_tokens: int = 256, tempe
                                do_sample=t.do_sample, temperature=t.temperature if t.do_sample else None,
                                top_p=t.top_p if t.do_sample else None, streamer=streamer,
                                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-                               eos_token_id=tok.eos_token_id)
+                               eos_token_id=stop_ids(net, tok))
         history.append({"role": "assistant", "content": tok.decode(new[0, ids.shape[1]:], skip_special_tokens=True)
                         .strip()})
     return head + history

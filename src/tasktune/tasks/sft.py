@@ -281,6 +281,14 @@ def prompt_ids(tokenizer, turns: list[dict]) -> list[int]:
     return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
 
+def stop_ids(model, tokenizer) -> list[int]:
+    """Token ids that end a generation: the tokenizer's EOS (what tasktune trains after each response) and the
+    model's own generation_config EOS ids (e.g. a chat model's end-of-turn), so an untrained base is fair too."""
+    own = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [tokenizer.eos_token_id] + (own if isinstance(own, list) else [own])
+    return sorted({i for i in ids if i is not None})
+
+
 def generate_rows(model, tokenizer, rows: list[dict], cfg, batch_size: int = 8) -> list[dict]:
     """Each row's generated response: {id, prompt, generation}, in input order (length-sorted, left-padded
     batches with a progress bar)."""
@@ -307,7 +315,7 @@ def generate_rows(model, tokenizer, rows: list[dict], cfg, batch_size: int = 8) 
                             device=model.device)
         with torch.no_grad():
             new = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=t.max_new_tokens,
-                                 pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **sampling)[:, width:]
+                                 pad_token_id=pad, eos_token_id=stop_ids(model, tokenizer), **sampling)[:, width:]
         for i, seq in zip(chunk, new.tolist()):
             user = next(m["content"] for m in reversed(rows[i]["messages"]) if m["role"] == "user")
             out[i] = {"id": rows[i].get("id"), "prompt": user,
