@@ -7,7 +7,7 @@ zero-shot (the same prompt, untrained) and random beside them; the label-scoring
 cyclic shifts of the options averaged; then `tasktune ensemble` of the two on the dev rows (cross-fitted). Accuracy and MAP@3 with bootstrap 95% intervals (`tasktune compare`),
 train samples/s, wall time, peak RSS.
 
-Run: python bench/multiple_choice.py [--subset d] [--train 600] [--dev 400] [--seed 0]
+Run: python bench/multiple_choice.py [--subset d] [--train 600] [--dev 400] [--seed 0] [--shifts 4] [--reuse] [--no-ensemble]
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ def main() -> None:
     p.add_argument("--dev", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", nargs="+", default=["label_scoring", "head"])
+    p.add_argument("--shifts", type=int, default=4, help="label scoring evaluated again averaging this many cyclic "
+                   "shifts of the options (1: skip)")
+    p.add_argument("--reuse", action="store_true", help="keep a method's finished run (best/ and its eval) as it is")
+    p.add_argument("--no-ensemble", action="store_true", help="skip the ensemble (it predicts every member again)")
     p.add_argument("--runs", default="bench_runs/multiple_choice")
     p.add_argument("--out", default="bench/multiple_choice.json")
     a = p.parse_args()
@@ -58,7 +62,10 @@ def main() -> None:
         cfg = ROOT / "examples" / "mc_c3.yaml"
         proc_args = [*common, f"task.method={method}", f"baseline.after_training={str(i == 0).lower()}"]
         folder = out / method
-        result[method] = train_subprocess(out, proc_args, folder, config=cfg)
+        if a.reuse and (folder / "eval" / "eval" / "metrics.json").is_file():
+            result[method] = {"run": str(folder), "reused": True}
+        else:
+            result[method] = train_subprocess(out, proc_args, folder, config=cfg)
         runs.append(str(folder))
         print(method, json.dumps(result[method]), flush=True)
     from tasktune.compare import compare
@@ -66,13 +73,13 @@ def main() -> None:
     table = {}
     for run in runs:
         table.update(compare([run])["methods"])
-    if "label_scoring" in a.methods:  # what averaging over 4 cyclic shifts of the options buys (4x the forwards)
+    if "label_scoring" in a.methods and a.shifts > 1:  # what averaging over cyclic shifts buys (x the forwards)
         run = str(out / "label_scoring")
-        subprocess.run([sys.executable, "-m", "tasktune", "eval", run, "--set", "task.permutations=4"], check=True,
-                       capture_output=True)
-        table["label_scoring, 4 cyclic shifts"] = compare([run], split="eval-task.permutations=4")["methods"][
-            "label_scoring"]
-    if len(runs) > 1:
+        subprocess.run([sys.executable, "-m", "tasktune", "eval", run, "--set", f"task.permutations={a.shifts}"],
+                       check=True, capture_output=True)
+        table[f"label_scoring, {a.shifts} cyclic shifts"] = compare(
+            [run], split=f"eval-task.permutations={a.shifts}")["methods"]["label_scoring"]
+    if len(runs) > 1 and not a.no_ensemble:
         subprocess.run([sys.executable, "-m", "tasktune", "ensemble", *runs, "--data", str(dev_sample), "--out",
                         str(out / "ensemble"), "--overwrite"], check=True, capture_output=True)
         result["ensemble"] = json.loads((out / "ensemble/eval/dev_sample/metrics.json").read_text())
