@@ -142,29 +142,10 @@ class Classification:
         return [] if cfg.task.method == "label_scoring" else ["classifier", "score"]
 
     def build_model(self, path, cfg, state, for_training=True):
-        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-        from tasktune.models.loading import attention_kwargs, load_tokenizer, torch_dtype
-        from tasktune.models.peft_adapters import load_model
-
         labels = state["labels"]
-        scoring = cfg.task.method == "label_scoring"
-        # Label scoring left-pads so that every candidate word ends at the same position.
-        tok = load_tokenizer(path, "left" if scoring else "right")
-
-        def loader(p, **kwargs):
-            if scoring:
-                return AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype(cfg.model.dtype), **kwargs)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                p, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                label2id={lab: i for i, lab in enumerate(labels)}, dtype=torch_dtype(cfg.model.dtype),
-                **attention_kwargs(p, cfg), **kwargs)
-            # Decoders classify from the last non-pad token and must know which id is padding.
-            model.config.pad_token_id = tok.pad_token_id
-            return model
-
-        # SEQ_CLS makes peft train and save the new classification head in full beside the adapter.
-        return load_model(path, loader, cfg, "CAUSAL_LM" if scoring else "SEQ_CLS", for_training), tok
+        return ls.scorer_or_head(path, cfg, for_training, cfg.task.method == "label_scoring",
+                                 num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                 label2id={lab: i for i, lab in enumerate(labels)})
 
     def prepare(self, rows, tokenizer, cfg, state):
         index = {lab: i for i, lab in enumerate(state["labels"])}

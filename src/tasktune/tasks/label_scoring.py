@@ -172,3 +172,30 @@ def label_scores(logits, cand_ids, cand_owner, n_labels: int, reduce: str = "sum
 def calibrate(scores, content_free_scores):
     """Contextual calibration: divide each label's probability by its probability on a content-free input."""
     return scores.log_softmax(-1) - content_free_scores.log_softmax(-1)
+
+
+def scorer_or_head(path: str, cfg, for_training: bool, scoring: bool, **head_kwargs):
+    """(model, tokenizer) for a task that scores with the LM (`scoring`: a causal LM, tokenizer LEFT-padded so
+    every scored word ends at the same position) or with a new head (AutoModelForSequenceClassification with
+    `head_kwargs`, e.g. num_labels; right-padded). LoRA per the config; SEQ_CLS makes peft train and save the
+    new head in full beside the adapter.
+
+    Example: model, tok = scorer_or_head(path, cfg, True, scoring=False, num_labels=1)
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from tasktune.models.loading import attention_kwargs, load_tokenizer, torch_dtype
+    from tasktune.models.peft_adapters import load_model
+
+    tok = load_tokenizer(path, "left" if scoring else "right")
+
+    def loader(p, **kwargs):
+        if scoring:
+            return AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype(cfg.model.dtype), **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            p, dtype=torch_dtype(cfg.model.dtype), **head_kwargs, **attention_kwargs(p, cfg), **kwargs)
+        # Decoders classify from the last non-pad token and must know which id is padding.
+        model.config.pad_token_id = tok.pad_token_id
+        return model
+
+    return load_model(path, loader, cfg, "CAUSAL_LM" if scoring else "SEQ_CLS", for_training), tok

@@ -153,23 +153,7 @@ class MultipleChoice:
             if for_training:
                 raise UserError("an ensemble run is not trained; make it with `tasktune ensemble`")
             return Members(state["ensemble"]["members"]), None
-        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-        from tasktune.models.loading import attention_kwargs, load_tokenizer, torch_dtype
-        from tasktune.models.peft_adapters import load_model
-
-        scoring = cfg.task.method == "label_scoring"
-        tok = load_tokenizer(path, "left" if scoring else "right")
-
-        def loader(p, **kwargs):
-            if scoring:
-                return AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype(cfg.model.dtype), **kwargs)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                p, num_labels=1, dtype=torch_dtype(cfg.model.dtype), **attention_kwargs(p, cfg), **kwargs)
-            model.config.pad_token_id = tok.pad_token_id
-            return model
-
-        return load_model(path, loader, cfg, "CAUSAL_LM" if scoring else "SEQ_CLS", for_training), tok
+        return ls.scorer_or_head(path, cfg, for_training, cfg.task.method == "label_scoring", num_labels=1)
 
     def prepare(self, rows, tokenizer, cfg, state, shift: int = 0):
         """Features of `rows` with the options cyclically shifted by `shift` (predict averages shifts)."""
