@@ -28,24 +28,10 @@ import time
 from pathlib import Path
 
 from retrieval import DATA, chunk_set
-from subprocess_runs import runs_folder
+from subprocess_runs import measured, runs_folder
 
 ROOT = Path(__file__).parents[1]
 MODEL, MAX_LEN, NEGATIVES = "gemma-3-270m", 256, 5  # 256: tasktune mine's default max_length
-
-
-def measured(cmd: list[str]) -> dict:
-    """Run `cmd` under a wrapper process whose only child it is: wall seconds and the child's peak RSS (GiB)."""
-    wrapper = ("import json, resource, subprocess, sys, time; t = time.time(); "
-               "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-               "print(json.dumps({'rc': r.returncode, 'seconds': round(time.time() - t, 1), 'stdout': r.stdout[-4000:], "
-               "'stderr': r.stderr[-3000:], 'peak_rss_gib': round(resource.getrusage(resource.RUSAGE_CHILDREN)"
-               ".ru_maxrss / 2**20, 2)}))")
-    out = json.loads(subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True,
-                                    check=True).stdout)
-    if out["rc"]:
-        raise SystemExit(f"{' '.join(cmd[:6])} failed:\n{out['stderr']}")
-    return out
 
 
 def st_model():

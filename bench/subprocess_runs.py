@@ -40,6 +40,25 @@ def train_subprocess(out: Path, args: list[str], folder: Path, check: bool = Tru
 def write_results(path: str, result: dict, table: dict, keys: tuple[str, ...], digits: int) -> None:
     """Write `result` (with the compare table as 'quality') to `path`; print the table as markdown rows."""
     Path(path).write_text(json.dumps({**result, "quality": table}, ensure_ascii=False, indent=2) + "\n")
+    print_table(table, keys, digits)
+
+
+def print_table(table: dict, keys: tuple[str, ...], digits: int) -> None:
+    """The compare table as markdown rows: value [95% interval] per key."""
     for name, m in table.items():
         cells = [f"{m[k]['value']:.{digits}f} [{m[k]['ci95'][0]:.{digits}f}, {m[k]['ci95'][1]:.{digits}f}]" for k in keys]
         print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def measured(cmd: list[str]) -> dict:
+    """Run `cmd` under a wrapper process whose only child it is: wall seconds and the child's peak RSS (GiB)."""
+    wrapper = ("import json, resource, subprocess, sys, time; t = time.time(); "
+               "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+               "print(json.dumps({'rc': r.returncode, 'seconds': round(time.time() - t, 1), 'stdout': r.stdout[-4000:], "
+               "'stderr': r.stderr[-3000:], 'peak_rss_gib': round(resource.getrusage(resource.RUSAGE_CHILDREN)"
+               ".ru_maxrss / 2**20, 2)}))")
+    out = json.loads(subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True,
+                                    check=True).stdout)
+    if out["rc"]:
+        raise SystemExit(f"{' '.join(cmd[:6])} failed:\n{out['stderr']}")
+    return out

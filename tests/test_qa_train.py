@@ -201,3 +201,41 @@ def test_head_reads_features_standardised_on_the_first_training_batch(qa_qwen, t
     again = cls.from_pretrained(tmp_path / "saved")
     assert bool(again.head_norm.ready) and torch.equal(again.head_norm.mean, before)
     assert torch.equal(again.head_norm.std, norm.std)
+
+
+def test_token_next_span_features_let_a_causal_start_see_the_next_token(qa_qwen, tmp_path):
+    from transformers import AutoConfig
+
+    from tasktune.models.span_head import span_model_class
+
+    def model_with(features):
+        config = AutoConfig.from_pretrained(qa_qwen)
+        config.span_features = features
+        model = span_model_class(config).from_pretrained(qa_qwen, config=config).eval()
+        torch.nn.init.normal_(model.span_head.weight)  # a trained head: zero weights would hide everything
+        return model
+
+    ids = torch.randint(5, 100, (1, 10))
+    changed = ids.clone()
+    changed[0, 6] = (ids[0, 6] + 7) % 100 + 5      # only token 6 differs
+    mask = torch.ones_like(ids)
+    for features, sees_next in (("token", False), ("token_next", True)):
+        model = model_with(features)
+        with torch.no_grad():
+            a = model(input_ids=ids, attention_mask=mask).logits[0, 1:]
+            b = model(input_ids=changed, attention_mask=mask).logits[0, 1:]
+        assert torch.allclose(a[:5], b[:5], atol=1e-5)          # positions before 5 see neither
+        assert torch.allclose(a[5], b[5], atol=1e-5) != sees_next  # position 5 sees token 6 only with token_next
+    # Right padding: the last real token reads zeros for "next", so what the padding holds changes nothing.
+    padded, mask2 = torch.cat([ids, ids[:, :3]], 1), torch.cat([mask, torch.zeros(1, 3, dtype=mask.dtype)], 1)
+    other = torch.cat([ids, ids[:, 3:6]], 1)
+    with torch.no_grad():
+        x = model(input_ids=padded, attention_mask=mask2).logits[0, 1:11]
+        y = model(input_ids=other, attention_mask=mask2).logits[0, 1:11]
+    assert torch.allclose(x, y, atol=1e-5)
+    model.save_pretrained(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved/config.json").read_text())["span_features"] == "token_next"
+    again = span_model_class(AutoConfig.from_pretrained(tmp_path / "saved")).from_pretrained(tmp_path / "saved").eval()
+    with torch.no_grad():
+        assert torch.allclose(again(input_ids=ids, attention_mask=mask).logits, model(input_ids=ids,
+                              attention_mask=mask).logits, atol=1e-5)

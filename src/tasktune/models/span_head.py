@@ -15,6 +15,9 @@ encoders. This head is the same for every backbone:
   from 0.1 to 30 and five dimensions carry a third of the variance; Adam moves every weight by
   about the learning rate, so the loud dimensions swing the logits and the quiet ones learn
   nothing. Encoders' LayerNorm outputs are well scaled already and lose nothing by it;
+- what a position's start/end score reads is `config.span_features` (saved in config.json):
+  `token` reads h_t; `token_next` reads [h_t ; h_(t+1)], so under causal attention a start token
+  also sees the token after it (a decoder's h_t cannot see the answer that starts at t);
 - logits are returned as one tensor (batch, 1 + length, 2): index 0 is the null pair, index
   1 + t is token t; tokens outside the context (question, special tokens, padding) are masked
   to the dtype's minimum, so a softmax over the positions is a distribution over "null or a
@@ -40,7 +43,8 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-HEADS = ["head_norm", "span_head", "null_head"]  # trained in full beside LoRA adapters (modules_to_save)
+HEADS = ["head_norm", "span_head", "null_head"]
+SPAN_FEATURES = {"token": 1, "token_next": 2}  # what each position's start/end score reads -> width in hidden sizes  # trained in full beside LoRA adapters (modules_to_save)
 _CLASSES: dict[str, type] = {}
 
 
@@ -86,7 +90,8 @@ class _SpanExtraction:
         super().__init__(config)
         setattr(self, self.base_model_prefix, AutoModel.from_config(config))
         self.head_norm = FeatureStandardizer(config.hidden_size)
-        self.span_head = nn.Linear(config.hidden_size, 2)
+        self.span_features = getattr(config, "span_features", "token")
+        self.span_head = nn.Linear(SPAN_FEATURES[self.span_features] * config.hidden_size, 2)
         self.null_head = nn.Linear(config.hidden_size, 2)
         self.post_init()
 
@@ -117,12 +122,21 @@ class _SpanExtraction:
         hidden = getattr(self, self.base_model_prefix)(input_ids=input_ids, attention_mask=attention_mask,
                                                        use_cache=False, **extra).last_hidden_state
         hidden = self.head_norm(hidden, attention_mask)
-        spans = self.span_head(hidden).float()                        # (batch, length, 2)
+        spans = self.span_head(_span_inputs(hidden, attention_mask, self.span_features)).float()  # (batch, length, 2)
         last = attention_mask.sum(1) - 1                              # right padding: last real token
         null = self.null_head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last]).float()
         if context_mask is not None:
             spans = spans.masked_fill(~context_mask.bool().unsqueeze(-1), torch.finfo(spans.dtype).min)
         return SpanOutput(logits=torch.cat([null.unsqueeze(1), spans], dim=1))
+
+
+def _span_inputs(hidden, attention_mask, features: str):
+    """(batch, length, hidden) -> what the span head reads: h_t, or [h_t ; h_(t+1)] (zero after the last real token)."""
+    if features == "token":
+        return hidden
+    nxt = torch.cat([hidden[:, 1:], torch.zeros_like(hidden[:, :1])], dim=1)
+    real_next = torch.cat([attention_mask[:, 1:], torch.zeros_like(attention_mask[:, :1])], dim=1)
+    return torch.cat([hidden, nxt * real_next.unsqueeze(-1).to(hidden.dtype)], dim=-1)
 
 
 def span_model_class(config) -> type:

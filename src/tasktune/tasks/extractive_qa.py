@@ -44,6 +44,9 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "context_mask", "token_type_ids")
 class ExtractiveQASettings(TaskSettings):
     name: Literal["extractive_qa"] = "extractive_qa"
     doc_stride: int = Field(64, gt=0, description="Tokens shared by consecutive windows of a long context.")
+    span_features: Literal["token", "token_next"] = Field(
+        "token", description="What each position's start/end score reads: its own hidden state, or it and the next "
+        "token's (a causal model's start token then sees one token of the answer). Saved in the model's config.")
     max_answer_tokens: int = Field(64, gt=0, description="Longest answer span considered, in tokens.")
     n_best: int = Field(5, gt=0, description="Candidate answers kept per question in predictions.")
     null_threshold: float = Field(
@@ -167,8 +170,12 @@ class ExtractiveQA:
         tok = load_tokenizer(path, "right")
 
         def loader(p, **kwargs):
-            cls = span_model_class(AutoConfig.from_pretrained(p))
-            return cls.from_pretrained(p, dtype=torch_dtype(cfg.model.dtype), **attention_kwargs(p, cfg), **kwargs)
+            config = AutoConfig.from_pretrained(p)
+            # Both are read by the constructors and saved with the model (span_features by the span head).
+            for key, value in {**attention_kwargs(p, cfg), "span_features": cfg.task.span_features}.items():
+                setattr(config, key, value)
+            return span_model_class(config).from_pretrained(p, config=config, dtype=torch_dtype(cfg.model.dtype),
+                                                            **kwargs)
 
         if cfg.model.lora is not None:
             # The new heads are trained in full and saved beside the adapter.
