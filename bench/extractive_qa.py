@@ -19,8 +19,13 @@ other half of the eval paragraphs (2-fold cross-fitting, the "-crossfit" rows): 
 figure for `eval --tune-null-threshold`, which fits on the rows it scores. --reuse keeps a
 finished run whose config is unchanged instead of training it again.
 
+--variants runs the span-scorer study: causal or bidirectional attention x span head reading h_t or
+[h_t ; h_(t+1)] (`task.span_features`).
+
 Usage:
     python bench/extractive_qa.py --models gemma-3-270m all-minilm-l6-v2 --seeds 0 1 2
+    python bench/extractive_qa.py --models gemma-3-270m --seeds 0 --train 280 --runs bench_runs/qa_study \
+        --out bench/qa_span_study.json --variants causal-token causal-token_next bidir-token bidir-token_next
 Skips with a message when the data folder is absent.
 """
 
@@ -47,6 +52,10 @@ MODELS = {
     "all-minilm-l6-v2": ["model.name=all-minilm-l6-v2", "model.max_length=384", "train.batch_size=16",
                          "train.learning_rate=1e-4"],
 }
+# The span-scorer study (issue 13): what each start/end score reads, under each attention.
+VARIANTS = {"causal-token": [], "causal-token_next": ["task.span_features=token_next"],
+            "bidir-token": ["model.attention=bidirectional"],
+            "bidir-token_next": ["model.attention=bidirectional", "task.span_features=token_next"]}
 
 
 def build_data(out: Path, split_seed: int, eval_paragraphs: int, negative_share: float) -> tuple[Path, Path]:
@@ -145,10 +154,11 @@ def crossfit(out: Path, run_folder: Path, eval_path: Path, seed: int = 0) -> tup
 
 
 def run(out: Path, model: str, seed: int, data: tuple[Path, Path], train_rows: int, epochs: float,
-        reuse: bool = False) -> dict:
+        reuse: bool = False, variant: str = "causal-token") -> dict:
     """One `tasktune train` in a subprocess: time, memory, speed (windows/s) and eval EM/F1."""
-    folder = out / f"{model}-seed{seed}"
-    args = [*COMMON, *MODELS[model], f"data.train={data[0]}", f"data.eval={data[1]}", f"train.seed={seed}",
+    folder = out / (f"{model}-seed{seed}" if variant == "causal-token" else f"{model}-{variant}-seed{seed}")
+    args = [*COMMON, *MODELS[model], *VARIANTS[variant], f"data.train={data[0]}", f"data.eval={data[1]}",
+            f"train.seed={seed}",
             f"data.max_train_rows={train_rows}", f"train.epochs={epochs}"]
     result = train_or_reuse(out, args, folder, reuse)
     metrics = json.loads((folder / "eval" / "eval" / "metrics.json").read_text())
@@ -177,6 +187,8 @@ def main() -> None:
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--runs", default="bench_runs/extractive_qa")
     p.add_argument("--out", default="bench/extractive_qa.json")
+    p.add_argument("--variants", nargs="+", default=["causal-token"], choices=list(VARIANTS),
+                   help="attention and span features (gemma-3-270m; the encoder ignores attention)")
     p.add_argument("--reuse", action="store_true", help="keep finished runs whose config is unchanged")
     a = p.parse_args()
     out = runs_folder(DATA, a.runs)
@@ -186,9 +198,9 @@ def main() -> None:
     epochs = dict(zip(a.models, a.epochs * len(a.models) if len(a.epochs) == 1 else a.epochs))
     runs = {}
     for model in a.models:
-        for seed in a.seeds:
-            name = f"{model}-seed{seed}"
-            runs[name] = run(out, model, seed, data, a.train, epochs[model], a.reuse)
+        for seed, variant in ((s, v) for s in a.seeds for v in a.variants):
+            name = f"{model}-seed{seed}" if variant == "causal-token" else f"{model}-{variant}-seed{seed}"
+            runs[name] = run(out, model, seed, data, a.train, epochs[model], a.reuse, variant)
             fitted, runs[name]["crossfit"] = crossfit(out, Path(runs[name]["run"]), data[1])
             runs[name]["crossfit_run"] = str(fitted)
             print(json.dumps(runs[name]), flush=True)

@@ -16,7 +16,8 @@ Parts (--parts, default all):
   512-token batch with logits at every position (what a plain causal-LM loss computes) against logits at
   the response positions only (`models/lm_head.logits_at`, what tasktune trains with), interleaved.
 - peer: LLaMA-Factory 0.9.5 in its own virtualenv (--peer-venv; `pip install torch==2.13.0
-  llamafactory==0.9.5` there) and tasktune on the same --peer-rows train rows, --peer-eval held-out
+  llamafactory==0.9.5` there, then `pip install torch==2.13.0` again: llamafactory pulls a newer torch; its
+  torchaudio import is stubbed, see `stub_torchaudio`) and tasktune on the same --peer-rows train rows, --peer-eval held-out
   rows, cutoff 512, LoRA r 8 / alpha 16 / dropout 0.05 on all linear layers of all layers, batch 2 x 4
   accumulation, lr 2e-4, warmup 0.1, 1 epoch, fp32, eval batch 1: train samples/s (each trainer's own
   figure), wall time, peak RSS and final eval loss (token mean per row, mean over rows, on both sides).
@@ -111,9 +112,23 @@ def trimming(repeats: int = 3) -> dict:
     return {**best, "speedup": round(best["full_logits_s"] / best["trimmed_s"], 2), "all": times}
 
 
+def stub_torchaudio(venv: Path) -> None:
+    """llamafactory 0.9.5 imports torchaudio when it starts; no torchaudio wheel exists for torch 2.13.0 (the
+    version both sides must share), and text SFT never calls it: an empty module stands in."""
+    import subprocess
+
+    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import site; print(site.getsitepackages()[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stub = Path(site) / "torchaudio" / "__init__.py"
+    if not stub.parent.exists():
+        stub.parent.mkdir()
+        stub.write_text("# empty stand-in written by tasktune's bench/sft.py (text SFT never calls torchaudio)\n")
+
+
 def peer(out: Path, files: tuple[Path, Path], a) -> dict:
     from tasktune.models.loading import resolve_model
 
+    stub_torchaudio(Path(a.peer_venv))
     n_eval = min(a.peer_eval, a.eval)
     (out / "peer_eval.json").write_text(json.dumps(json.loads(files[0].read_text())[:n_eval], ensure_ascii=False))
     train_rows = json.loads(files[1].read_text())[:a.peer_rows]
@@ -129,7 +144,7 @@ def peer(out: Path, files: tuple[Path, Path], a) -> dict:
               "num_train_epochs": 1.0, "lr_scheduler_type": "linear", "warmup_ratio": 0.1, "bf16": False,
               "per_device_eval_batch_size": 1, "eval_strategy": "no", "do_eval": True, "save_strategy": "no",
               "logging_steps": 1, "report_to": "none", "seed": a.seed, "preprocessing_num_workers": 1}
-    cfg_path = out / "llamafactory.json"
+    cfg_path = out / "llamafactory.yaml"  # JSON is YAML; llamafactory-cli reads .json configs wrongly (0.9.5)
     cfg_path.write_text(json.dumps(lf_cfg))
     lf = measured([str(Path(a.peer_venv) / "bin" / "llamafactory-cli"), "train", str(cfg_path)])
     results = json.loads((lf_dir / "all_results.json").read_text())

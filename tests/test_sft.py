@@ -279,3 +279,31 @@ def test_tokenised_features_are_cached_by_rows_tokenizer_and_settings(tiny_qwen,
     features.prepared(task, rows, tok, cfg, {})                                       # another template
     features.prepared(task, rows, tok, _cfg(tiny_qwen, "data.cache_features=false"), {})
     assert len(calls) == 5 and len(list((tmp_path / "cache").iterdir())) == 4
+
+
+def test_gradient_checkpointing_gives_the_same_lora_gradients(tiny_qwen):
+    """model.gradient_checkpointing with LoRA through the task's own build_model and loss (trimmed logits):
+    recomputing activations must not change the loss or any adapter gradient."""
+    task = SFT()
+    lora = "model.lora={r: 4, alpha: 8, dropout: 0.0}"
+    grads, losses = [], []
+    for extra in ([], ["model.gradient_checkpointing=true"]):
+        cfg = _cfg(tiny_qwen, lora, *extra)
+        torch.manual_seed(0)
+        model, tok = task.build_model(tiny_qwen, cfg, {}, for_training=True)
+        for name, p in model.named_parameters():  # LoRA B starts at zero: give it values so A gets gradients too
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.1)
+        model.train()
+        assert model.base_model.model.is_gradient_checkpointing == bool(extra)
+        batch = task.collator(tok, cfg, {})(task.prepare([task.parse_row(ALPACA, cfg, None)], tok, cfg, {}))
+        batch.pop("loss_items")
+        loss = task.compute_loss(model, batch, cfg, {})
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    assert any("lora_A" in n for n in grads[0])
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name

@@ -181,7 +181,12 @@ def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool
         # Casts the non-quantized weights (norms, heads) to fp32 and sets up gradient checkpointing.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.model.gradient_checkpointing)
     elif cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5.x renamed it (the old name warns of removal in v6); non-reentrant needs no input grads.
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.model.lora is not None:
         model = apply_lora(model, cfg.model.lora, task_type)
         _trainable_modules_fp32(model)
