@@ -1,0 +1,158 @@
+"""Benchmark (not a test): tasktune against a plain transformers.Trainer peer, side by side in one run.
+
+Suite `classification` (issue 14 part 2): ChnSentiCorp hotel reviews (`../shared/data/chnsenticorp/`),
+--train / --test rows of a seeded shuffle (seed 42, empty reviews dropped), gemma-3-270m, LoRA r 8 /
+alpha 16 / dropout 0.05 on every linear layer of every layer, batch 8, lr 2e-4, warmup 0.1, 1 epoch,
+sequences cut at 128 tokens, fp32 or bf16 as `train.bf16: auto` decides (the peer: fp32, as the
+official example runs on a CPU). Runs, interleaved, --repeats times (same seed: the repeats measure
+speed noise, the accuracy is the same):
+- peer: `bench/peer_classification.py` (pad every row to 128, new SEQ_CLS head, LoRA);
+- tasktune-head: `tasktune train` with `task.method: head` (dynamic padding per batch);
+- tasktune-label: `task.method: label_scoring`, the quickstart's prompt and packing (no new head: the LM
+  scores 正面 / 负 after the prompt, logits at one position per row).
+Figures per run: train samples/s (each Trainer's own figure), tokens/s (the rows' real tokens, the same
+count for every tool, so the ratio is the samples/s ratio), peak RSS, accuracy with a bootstrap 95%
+interval, and model FLOPs utilisation: 4 x (non-embedding parameters) FLOPs per real token (LoRA: the
+forward and the backward to the activations; frozen weights get no gradient), plus the LM head where
+label scoring computes it, over this machine's fp32 (or bf16) matmul peak from `bench/peak.py`.
+
+Run: python bench/compare.py --suite classification [--train 200] [--test 200] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import statistics
+import sys
+from pathlib import Path
+
+from peak import peak
+from subprocess_runs import measured, runs_folder
+
+ROOT = Path(__file__).parents[1]
+DATA = ROOT.parent / "shared" / "data" / "chnsenticorp" / "ChnSentiCorp_htl_all.csv"
+MAX_LEN = 128
+TASKTUNE = ["task.name=classification", "task.labels=['0', '1']", "model.name=gemma-3-270m",
+            f"model.max_length={MAX_LEN}", "model.lora={r: 8, alpha: 16, dropout: 0.05, target_modules: all-linear}",
+            "train.epochs=1", "train.batch_size=8", "train.learning_rate=2.0e-4", "train.warmup_ratio=0.1",
+            "train.bf16=auto", "train.eval_during_training=false", "baseline.after_training=false", "train.seed=0"]
+TOOLS = {
+    "tasktune-head": ["task.method=head"],
+    "tasktune-label": ["task.method=label_scoring", "train.packing=true", 'task.prompt="评论：{text}\\n情感（正面或负面）："',
+                       "task.verbalizer={'1': 正面, '0': 负}"],
+}
+
+
+def split(out: Path, n_train: int, n_test: int) -> tuple[Path, Path]:
+    with open(DATA, encoding="utf-8") as f:
+        rows = [{"text": r["review"], "label": int(r["label"])} for r in csv.DictReader(f) if (r["review"] or "").strip()]
+    random.Random(42).shuffle(rows)
+    paths = out / "train.jsonl", out / "test.jsonl"
+    for path, part in zip(paths, (rows[:n_train], rows[n_train:n_train + n_test])):
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
+    return paths
+
+
+def model_facts(train: Path) -> dict:
+    """Real tokens per training row (cut at MAX_LEN), non-embedding parameters, hidden and vocabulary size."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from tasktune.models.loading import resolve_model
+
+    path = resolve_model("gemma-3-270m")
+    tok, config = AutoTokenizer.from_pretrained(path), AutoConfig.from_pretrained(path)
+    texts = [json.loads(x)["text"] for x in train.read_text(encoding="utf-8").splitlines()]
+    lengths = [min(MAX_LEN, len(ids)) for ids in tok(texts)["input_ids"]]
+    model = AutoModelForCausalLM.from_pretrained(path)
+    embed = model.get_input_embeddings().weight.numel()
+    return {"tokens_per_row": statistics.mean(lengths), "non_embedding_params": model.num_parameters() - embed,
+            "hidden": config.hidden_size, "vocab": config.vocab_size}
+
+
+def run_peer(out: Path, files: tuple[Path, Path], repeat: int) -> dict:
+    from tasktune.metrics.bootstrap import bootstrap_ci
+    from tasktune.models.loading import resolve_model
+
+    result_path = out / f"peer-r{repeat}.json"
+    m = measured([sys.executable, str(ROOT / "bench" / "peer_classification.py"), resolve_model("gemma-3-270m"),
+                  str(files[0]), str(files[1]), str(result_path), "--max-length", str(MAX_LEN)])
+    r = json.loads(result_path.read_text())
+    c = r["correct"]
+    return {"samples_per_s": r["train_samples_per_second"], "accuracy": r["accuracy"],
+            "ci95": bootstrap_ci(c, lambda idx: sum(c[i] for i in idx) / len(idx)), "peak_rss_gib": m["peak_rss_gib"],
+            "wall_s": m["seconds"]}
+
+
+def run_tasktune(out: Path, files: tuple[Path, Path], tool: str, repeat: int) -> dict:
+    from tasktune.compare import compare
+
+    folder = out / f"{tool}-r{repeat}"
+    m = measured([sys.executable, "-m", "tasktune", "train", str(out / "empty.yaml"), *TASKTUNE, *TOOLS[tool],
+                  f"data.train={files[0]}", f"data.eval={files[1]}", f"output_dir={folder}", "--overwrite"])
+    history = json.loads((folder / "metrics_history.json").read_text())
+    speed = next(h["train_samples_per_second"] for h in history if "train_samples_per_second" in h)
+    acc = compare([str(folder)])["methods"][folder.name]["accuracy"]
+    precision = json.loads((folder / "env.json").read_text()).get("precision", {})
+    return {"samples_per_s": speed, "accuracy": acc["value"], "ci95": acc["ci95"], "peak_rss_gib": m["peak_rss_gib"],
+            "wall_s": m["seconds"], "precision": precision}
+
+
+def mfu(samples_per_s: float, facts: dict, machine: dict, label_scoring: bool, bf16: bool) -> float:
+    """Model FLOPs utilisation: useful FLOP/s over the matmul peak (see the module docstring)."""
+    per_row = 4 * facts["non_embedding_params"] * facts["tokens_per_row"]
+    if label_scoring:  # the LM head at one position per row, forward and backward to its input
+        per_row += 4 * facts["hidden"] * facts["vocab"]
+    peak_flops = machine["bfloat16_gflops" if bf16 else "float32_gflops"] * 1e9
+    return samples_per_s * per_row / peak_flops
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=["classification"], default="classification")
+    p.add_argument("--train", type=int, default=200)
+    p.add_argument("--test", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--runs", default="bench_runs/compare")
+    p.add_argument("--out", default="bench/compare_classification.json")
+    a = p.parse_args()
+    out = runs_folder(DATA, a.runs)
+    if out is None:
+        return
+    out = out.resolve()
+    (out / "empty.yaml").write_text("{}\n")
+    files = split(out, a.train, a.test)
+    machine, facts = peak(), model_facts(files[0])
+    print(json.dumps({"machine": machine, "model": facts}), flush=True)
+    runs: dict[str, list[dict]] = {"peer": [], **{t: [] for t in TOOLS}}
+    for repeat in range(a.repeats):  # interleaved: a slow spell of the machine hits every tool alike
+        runs["peer"].append(run_peer(out, files, repeat))
+        for tool in TOOLS:
+            runs[tool].append(run_tasktune(out, files, tool, repeat))
+        print(json.dumps({k: v[-1] for k, v in runs.items()}), flush=True)
+        Path(a.out).write_text(json.dumps({"machine": machine, "model": facts, "runs": runs}, indent=2) + "\n")
+    peer_speed = statistics.median(r["samples_per_s"] for r in runs["peer"])
+    table = {}
+    print("| tool | samples/s (median, min-max) | tokens/s | x peer | MFU | peak RSS GiB | accuracy [95% CI] |")
+    for tool, rs in runs.items():
+        speeds = [r["samples_per_s"] for r in rs]
+        med = statistics.median(speeds)
+        bf16 = any(r.get("precision", {}).get("bf16") for r in rs)
+        table[tool] = {"samples_per_s": med, "min": min(speeds), "max": max(speeds),
+                       "tokens_per_s": med * facts["tokens_per_row"], "ratio": med / peer_speed,
+                       "mfu": mfu(med, facts, machine, tool == "tasktune-label", bf16),
+                       "peak_rss_gib": max(r["peak_rss_gib"] for r in rs), "accuracy": rs[0]["accuracy"],
+                       "ci95": rs[0]["ci95"]}
+        t = table[tool]
+        print(f"| {tool} | {med:.3f} ({t['min']:.3f}-{t['max']:.3f}) | {t['tokens_per_s']:.0f} | {t['ratio']:.2f}x | "
+              f"{100 * t['mfu']:.1f}% | {t['peak_rss_gib']:.2f} | {t['accuracy']:.3f} [{t['ci95'][0]:.3f}, "
+              f"{t['ci95'][1]:.3f}] |")
+    Path(a.out).write_text(json.dumps({"suite": a.suite, "rows": {"train": a.train, "test": a.test},
+                                       "machine": machine, "model": facts, "runs": runs, "table": table},
+                                      indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
