@@ -91,6 +91,24 @@ def test_a_long_prompt_is_cut_before_its_turn_markers_and_counted(tiny_qwen):
     splits = Splits([long, short, long], [], None, {"units": "words"})
     assert task.before_training(None, tok, splits, cfg, None).state["train_prompts_cut"] == 2
 
+    # Generation cuts the same way (the instruction's start and the turn markers kept), not just the tail.
+    from tasktune.tasks.sft import generate_rows
+
+    class Recorder:  # stands in for the model: records the prompt it is given, answers EOS at once
+        device, generation_config = "cpu", None
+
+        def eval(self):
+            return self
+
+        def generate(self, input_ids, attention_mask, max_new_tokens, **kwargs):
+            self.seen = input_ids[attention_mask.bool()].tolist()
+            return torch.cat([input_ids, torch.full((input_ids.shape[0], 1), tok.eos_token_id)], 1)
+
+    model = Recorder()
+    generate_rows(model, tok, [long], cfg.model_copy(update={"task": cfg.task.model_copy(
+        update={"max_new_tokens": len(response)})}))
+    assert model.seen == kept
+
 
 def test_generation_metrics_by_hand():
     from tasktune.metrics.generation import text_scores, units

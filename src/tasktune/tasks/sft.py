@@ -98,7 +98,7 @@ class SFT:
     required_columns: list[str] = []  # three formats: parse_row checks what each needs
     optional_columns = ["id", "instruction", "input", "output", "system", "history", "conversations", "messages"]
     label_columns = ["response"]  # parse_row's field: the last assistant turn of any format
-    summary_metrics = ("rouge-1", "rouge-2", "rouge-l", "bleu-4")
+    summary_metrics = ("rouge-1", "rouge-2", "rouge-l", "bleu-4", "exact_match")
     metric_names = METRICS
     lower_is_better = ()
 
@@ -267,12 +267,20 @@ def encode_row(tokenizer, row: dict, cfg) -> tuple[dict, bool]:
     prompt = prompt_ids(tokenizer, row["messages"][:-1])
     response = tokenizer(row["response"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     response = response[:cfg.model.max_length - 2 * KEEP_TAIL]
-    room = cfg.model.max_length - len(response)
-    cut = len(prompt) > room
-    if cut:
-        prompt = prompt[:room - KEEP_TAIL] + prompt[-KEEP_TAIL:]
+    cut = len(prompt) > cfg.model.max_length - len(response)
+    prompt = cut_prompt(prompt, cfg.model.max_length - len(response))
     labels = (list(prompt) if cfg.task.train_on_prompt else [-100] * len(prompt)) + response
     return {"input_ids": prompt + response, "labels": labels}, cut
+
+
+def cut_prompt(prompt: list[int], room: int) -> list[int]:
+    """`prompt` in at most `room` tokens: its start (the instruction) and its last KEEP_TAIL tokens (the turn
+    markers that open the response); the middle goes. Training and generation cut alike, so a model sees at
+    generation the prompt shape it was trained on.
+
+    Example: cut_prompt(list(range(20)), 12) -> [0, 1, 2, 3, 12, 13, ..., 19]
+    """
+    return prompt if len(prompt) <= room else prompt[:max(room - KEEP_TAIL, 0)] + prompt[-KEEP_TAIL:]
 
 
 def prompt_ids(tokenizer, turns: list[dict]) -> list[int]:
@@ -299,7 +307,7 @@ def generate_rows(model, tokenizer, rows: list[dict], cfg, batch_size: int = 8) 
     prompts = []
     for r in rows:
         turns = r["messages"][:-1] if r["messages"][-1]["role"] == "assistant" else r["messages"]
-        prompts.append(prompt_ids(tokenizer, turns)[-(cfg.model.max_length - t.max_new_tokens):])
+        prompts.append(cut_prompt(prompt_ids(tokenizer, turns), cfg.model.max_length - t.max_new_tokens))
     order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))
     out: list = [None] * len(rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
