@@ -124,6 +124,32 @@ def test_generation_metrics_by_hand():
     assert units(["项目进度的汇报"]) == "chars" and units(["the cat"]) == "words"
 
 
+def test_several_references_and_id_lists_by_hand():
+    from tasktune.metrics.generation import id_set_scores, text_scores
+
+    one = text_scores("项目进度汇报", "项目进度的汇报", "chars")
+    many = text_scores("项目进度汇报", ["完全不同的", "项目进度的汇报"], "chars")
+    assert many["rouge-1"] == pytest.approx(one["rouge-1"]) and many["rouge-l"] == pytest.approx(one["rouge-l"])
+    # BLEU against several references: the one matching exactly gives every n-gram and its length (brevity 1).
+    assert text_scores("项目进度汇报", ["项目进度汇报", "别的"], "chars")["bleu-4"] == pytest.approx(100.0)
+    assert text_scores("b", ["a", "b"], "words")["exact_match"] == 100.0
+    ids = id_set_scores("3, 7, 9", "3,9,12")
+    assert ids["id_precision"] == pytest.approx(200 / 3) and ids["id_f1"] == pytest.approx(200 / 3)
+    assert id_set_scores("无", "无")["id_f1"] == 100.0 and id_set_scores("", "5")["id_recall"] == 0.0
+    assert id_set_scores("5", "无") == {"id_precision": 0.0, "id_recall": 0.0, "id_f1": 0.0}
+
+    # Through the task: a MUG title row's other titles are references; id metrics only when asked for.
+    task = SFT()
+    cfg = load_config(None, ["task.name=sft", "task.id_metrics=true", "model.name=m"])
+    row = task.parse_row({"instruction": "title?", "output": "预算", "references": ["预算", "预算讨论"]}, cfg, None)
+    assert task.gold(row) == ["预算", "预算讨论"]
+    state = task.setup([row], cfg)
+    scores = task.row_scores([{"generation": "预算讨论", "gold": task.gold(row)}], state)[0]
+    assert scores["exact_match"] == 100.0 and scores["id_f1"] == 100.0  # no ids on either side
+    plain = task.row_scores([{"generation": "1,2", "gold": "2"}], task.setup([row], load_config(None, ["task=sft", "model.name=m"])))
+    assert "id_f1" not in plain[0]
+
+
 def test_train_eval_predict_through_the_cli(tiny_qwen, tmp_path, capsys):
     """A tiny decoder learns to answer the mood word; the base model beside it does not."""
     def rows(n, seed):

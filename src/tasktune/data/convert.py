@@ -76,6 +76,9 @@ def convert(source: str, input: str, output: str, questions: str | None = None, 
         if counts["cut"]:
             log.warning("%d of %d rows were longer than --max-chars %d and were cut (%d characters in all)",
                         counts["cut"], counts["rows"], max_chars, counts["chars_cut"])
+        if task in ("segmentation", "action"):
+            log.info("the responses list sentence ids: set task.id_metrics=true to score them by precision, "
+                     "recall and F1 as well")
     else:
         rows, counts, problems = from_fields(input, _read_questions(questions), negative_ratio, negatives, seed)
     if not rows:

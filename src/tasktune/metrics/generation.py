@@ -48,20 +48,44 @@ def _scorer(unit: str):
     return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=_Tokenizer(unit))
 
 
-def text_scores(prediction: str | None, reference: str, unit: str) -> dict[str, float]:
-    """The five metrics of one generation (0-100)."""
+def text_scores(prediction: str | None, references: str | list[str], unit: str) -> dict[str, float]:
+    """The five metrics of one generation (0-100) against one reference or several (MUG titles have one per
+    annotator): each ROUGE is the best over the references, BLEU counts n-grams against all of them
+    (sacrebleu's multi-reference BLEU), exact match is a match with any."""
     from sacrebleu.metrics import BLEU
 
+    refs = [references] if isinstance(references, str) else list(references)
     pred = prediction or ""
-    rouge = _scorer(unit).score(reference, pred)
+    rouges = [_scorer(unit).score(ref, pred) for ref in refs]
+    best = {k: 100 * max(r[k].fmeasure for r in rouges) for k in ("rouge1", "rouge2", "rougeL")}
     # BLEU on the same units, joined by spaces, so sacrebleu's own tokenizer changes nothing.
     bleu = BLEU(tokenize="none", effective_order=True).sentence_score(
-        " ".join(_tokens(pred, unit)), [" ".join(_tokens(reference, unit))]).score if pred.strip() else 0.0
-    same = _SPACE.sub(" ", pred.strip()) == _SPACE.sub(" ", reference.strip())
-    return {"rouge-1": 100 * rouge["rouge1"].fmeasure, "rouge-2": 100 * rouge["rouge2"].fmeasure,
-            "rouge-l": 100 * rouge["rougeL"].fmeasure, "bleu-4": bleu, "exact_match": 100.0 * same}
+        " ".join(_tokens(pred, unit)), [" ".join(_tokens(ref, unit)) for ref in refs]).score if pred.strip() else 0.0
+    same = any(_SPACE.sub(" ", pred.strip()) == _SPACE.sub(" ", ref.strip()) for ref in refs)
+    return {"rouge-1": best["rouge1"], "rouge-2": best["rouge2"], "rouge-l": best["rougeL"], "bleu-4": bleu,
+            "exact_match": 100.0 * same}
+
+
+ID_METRICS = ("id_precision", "id_recall", "id_f1")
+_ID = re.compile(r"\d+")
+
+
+def id_set_scores(prediction: str | None, reference: str) -> dict[str, float]:
+    """Precision, recall and F1 (0-100) of the set of numbers in `prediction` against those in `reference`:
+    outputs that list sentence ids (MUG topic segmentation, action items; "无" / "none" = the empty set).
+    Both empty is a perfect answer; one empty scores 0.
+
+    Example: id_set_scores("3, 7, 9", "3,9,12") -> precision 66.7, recall 66.7, f1 66.7
+    """
+    pred, gold = set(_ID.findall(prediction or "")), set(_ID.findall(reference))
+    if not pred and not gold:
+        return {k: 100.0 for k in ID_METRICS}
+    hit = len(pred & gold)
+    p, r = (hit / len(pred) if pred else 0.0), (hit / len(gold) if gold else 0.0)
+    return {"id_precision": 100 * p, "id_recall": 100 * r, "id_f1": 200 * p * r / (p + r) if p + r else 0.0}
 
 
 def mean_scores(scores: list[dict]) -> dict[str, float]:
-    """The mean of each metric over rows (what `compare` bootstraps)."""
-    return {k: sum(s[k] for s in scores) / len(scores) if scores else 0.0 for k in METRICS}
+    """The mean of each metric the rows have over the rows (what `compare` bootstraps)."""
+    keys = [k for k in METRICS + ID_METRICS if scores and k in scores[0]]
+    return {k: sum(s[k] for s in scores) / len(scores) for k in keys} if scores else {k: 0.0 for k in METRICS}

@@ -29,7 +29,7 @@ from typing import Literal
 from pydantic import Field
 
 from tasktune.config import TaskSettings
-from tasktune.metrics.generation import METRICS, mean_scores, text_scores, units
+from tasktune.metrics.generation import ID_METRICS, METRICS, id_set_scores, mean_scores, text_scores, units
 from tasktune.tasks.protocol import RowError
 
 log = logging.getLogger("tasktune")
@@ -55,6 +55,9 @@ class SFTSettings(TaskSettings):
     top_p: float = Field(0.9, gt=0, le=1, description="Generation with do_sample: nucleus probability mass.")
     metric_units: Literal["auto", "chars", "words"] = Field(
         "auto", description="ROUGE/BLEU units: characters (Chinese), words, or detected from the references.")
+    id_metrics: bool = Field(
+        False, description="Also score each output as a set of numbers (precision, recall, F1): for responses that "
+        "list ids, like `data convert --from mug --task segmentation|action`.")
 
     def check(self, cfg) -> str | None:
         if cfg.model.attention == "bidirectional":
@@ -96,10 +99,11 @@ class SFT:
     name = "sft"
     Settings = SFTSettings
     required_columns: list[str] = []  # three formats: parse_row checks what each needs
-    optional_columns = ["id", "instruction", "input", "output", "system", "history", "conversations", "messages"]
+    optional_columns = ["id", "instruction", "input", "output", "system", "history", "conversations", "messages",
+                        "references"]
     label_columns = ["response"]  # parse_row's field: the last assistant turn of any format
     summary_metrics = ("rouge-1", "rouge-2", "rouge-l", "bleu-4", "exact_match")
-    metric_names = METRICS
+    metric_names = METRICS + ID_METRICS
     lower_is_better = ()
 
     def parse_row(self, row, cfg, state, labelled=True):
@@ -114,7 +118,9 @@ class SFT:
         if not any(t["role"] == "user" for t in turns):
             raise RowError("no user turn: a prompt is needed")
         response = turns[-1]["content"] if turns[-1]["role"] == "assistant" else None
-        return {"id": row.get("id"), "messages": turns, "response": response}
+        # Other acceptable responses (MUG: one title per annotator) score as extra references.
+        extra = [str(x) for x in row.get("references") or [] if str(x).strip() and x != response]
+        return {"id": row.get("id"), "messages": turns, "response": response, "references": extra}
 
     def input_columns(self, state):
         return [], self.optional_columns
@@ -155,13 +161,14 @@ class SFT:
 
     def setup(self, train_rows, cfg):
         refs = [r["messages"][-1]["content"] for r in train_rows[:500]]
-        return {"units": cfg.task.metric_units if cfg.task.metric_units != "auto" else units(refs)}
+        return {"units": cfg.task.metric_units if cfg.task.metric_units != "auto" else units(refs),
+                "id_metrics": cfg.task.id_metrics}
 
     def state_from_model(self, path, cfg, rows):
         return self.setup([r for r in rows if r.get("response")], cfg)
 
     def gold(self, row):
-        return row["response"]
+        return [row["response"], *row.get("references", [])] if row.get("references") else row["response"]
 
     # --- model and training -------------------------------------------------------------------
     def head_modules(self, cfg):
@@ -223,7 +230,14 @@ class SFT:
         return {"base_model": generate_rows(to_device(model), tok, rows, base_cfg, batch_size)}
 
     def row_scores(self, predictions, state):
-        return [text_scores(p.get("generation"), p["gold"], state["units"]) for p in predictions]
+        def one(p):
+            scores = text_scores(p.get("generation"), p["gold"], state["units"])
+            if state.get("id_metrics"):  # ids against the first (the annotated) reference
+                first = p["gold"] if isinstance(p["gold"], str) else p["gold"][0]
+                scores.update(id_set_scores(p.get("generation"), first))
+            return scores
+
+        return [one(p) for p in predictions]
 
     def aggregate(self, scores, state):
         return mean_scores(scores)
