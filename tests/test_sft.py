@@ -351,3 +351,22 @@ def test_gradient_checkpointing_gives_the_same_lora_gradients(tiny_qwen):
     assert any("lora_A" in n for n in grads[0])
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name
+
+
+def test_generation_stops_at_the_templates_end_of_turn(tiny_qwen):
+    """A base model prompted in gemma's turn template ends its answer with <end_of_turn>, not EOS: it stops there."""
+    from transformers import AutoTokenizer
+
+    from tasktune.models.catalog import GEMMA_TEMPLATE
+    from tasktune.tasks.sft import PLAIN_TEMPLATE, stop_ids, turn_end_id
+
+    tok = AutoTokenizer.from_pretrained(tiny_qwen)
+    tok.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]})
+    tok.chat_template = GEMMA_TEMPLATE
+    end = tok.convert_tokens_to_ids("<end_of_turn>")
+    assert turn_end_id(tok) == end
+    assert stop_ids(None, tok) == sorted({tok.eos_token_id, end})
+    tok.chat_template = PLAIN_TEMPLATE  # ends each answer with EOS itself
+    assert turn_end_id(tok) == tok.eos_token_id
+    tok.chat_template = None
+    assert turn_end_id(tok) is None and stop_ids(None, tok) == [tok.eos_token_id]

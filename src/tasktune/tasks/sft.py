@@ -307,8 +307,22 @@ def stop_ids(model, tokenizer) -> list[int]:
     """Token ids that end a generation: the tokenizer's EOS (what tasktune trains after each response) and the
     model's own generation_config EOS ids (e.g. a chat model's end-of-turn), so an untrained base is fair too."""
     own = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = [tokenizer.eos_token_id] + (own if isinstance(own, list) else [own])
+    ids = [tokenizer.eos_token_id, turn_end_id(tokenizer)] + (own if isinstance(own, list) else [own])
     return sorted({i for i in ids if i is not None})
+
+
+def turn_end_id(tokenizer) -> int | None:
+    """The special token the chat template puts right after an assistant message (gemma's <end_of_turn>,
+    ChatML's <|im_end|>), or None: a base model prompted in that template ends its answer with it."""
+    if not tokenizer.chat_template:
+        return None
+    mark = tokenizer("MARK", add_special_tokens=False)["input_ids"]
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "a"}, {"role": "assistant", "content": "MARK"}],
+                                        tokenize=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    at = next((i + len(mark) for i in range(len(ids) - len(mark) + 1) if ids[i:i + len(mark)] == mark), None)
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    return ids[at] if at is not None and at < len(ids) and ids[at] in special else None
 
 
 def generate_rows(model, tokenizer, rows: list[dict], cfg, batch_size: int = 8) -> list[dict]:
