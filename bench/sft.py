@@ -20,7 +20,8 @@ Parts (--parts, default all):
   torchaudio import is stubbed, see `stub_torchaudio`) and tasktune on the same --peer-rows train rows, --peer-eval held-out
   rows, cutoff 512, LoRA r 8 / alpha 16 / dropout 0.05 on all linear layers of all layers, batch 2 x 4
   accumulation, lr 2e-4, warmup 0.1, 1 epoch, fp32, eval batch 1: train samples/s (each trainer's own
-  figure), wall time, peak RSS and final eval loss (token mean per row, mean over rows, on both sides).
+  figure; tasktune's also without its in-training evaluation), wall time, peak RSS and final eval loss
+  (token mean per row, mean over rows, on both sides); tasktune padded and packed.
 
 Run: python bench/sft.py [--parts quality speed peer] [--train 200] [--eval 40]
 """
@@ -147,24 +148,40 @@ def peer(out: Path, files: tuple[Path, Path], a) -> dict:
               "per_device_eval_batch_size": 1, "eval_strategy": "no", "do_eval": True, "save_strategy": "no",
               "logging_steps": 1, "report_to": "none", "seed": a.seed, "preprocessing_num_workers": 1}
     cfg_path = out / "llamafactory.yaml"  # JSON is YAML; llamafactory-cli reads .json configs wrongly (0.9.5)
-    cfg_path.write_text(json.dumps(lf_cfg))
-    lf = measured([str(Path(a.peer_venv) / "bin" / "llamafactory-cli"), "train", str(cfg_path)])
-    results = json.loads((lf_dir / "all_results.json").read_text())
-    lf_row = {"train_samples_per_s": results.get("train_samples_per_second"), "eval_loss": results.get("eval_loss"),
-              "wall_s": lf["seconds"], "peak_rss_gib": lf["peak_rss_gib"]}
-    folder = out / "peer_tasktune"
+    text = json.dumps(lf_cfg)
+    reuse = a.reuse_peer and cfg_path.is_file() and cfg_path.read_text() == text and (out / "llamafactory.json").is_file()
+    if reuse:  # the same config ran already: its figures stand (it takes ~8 minutes on 2 cores)
+        lf_row = json.loads((out / "llamafactory.json").read_text())
+    else:
+        cfg_path.write_text(text)
+        lf = measured([str(Path(a.peer_venv) / "bin" / "llamafactory-cli"), "train", str(cfg_path)])
+        results = json.loads((lf_dir / "all_results.json").read_text())
+        lf_row = {"train_samples_per_s": results.get("train_samples_per_second"), "eval_loss": results.get("eval_loss"),
+                  "wall_s": lf["seconds"], "peak_rss_gib": lf["peak_rss_gib"]}
+        (out / "llamafactory.json").write_text(json.dumps(lf_row))
+    result = {"rows": {"train": len(train_rows), "eval": n_eval}, "llamafactory": {**lf_row, "reused": reuse}}
+    for packing in (False, True):
+        row = peer_tasktune(out, a, packing)
+        row["ratio"] = round(row["train_samples_per_s_without_eval"] / lf_row["train_samples_per_s"], 2)
+        result[f"tasktune packing={packing}"] = row
+    return result
+
+
+def peer_tasktune(out: Path, a, packing: bool) -> dict:
+    """tasktune on the peer's rows and settings. Its eval loss comes from an evaluation after the epoch (the
+    peer's do_eval runs after training), which Trainer counts in train time: samples/s is given with that
+    evaluation and without it (train time minus the evaluation's own runtime), the peer's is without."""
+    folder = out / f"peer_tasktune_packing_{packing}"
     tt = measured([sys.executable, "-m", "tasktune", "train", str(CONFIG), *PEER_LORA,
                    f"data.train={out / 'peer_train.json'}", f"data.eval={out / 'peer_eval.json'}",
                    "data.max_train_rows=null", "data.max_eval_rows=null", "train.eval_batch_size=1",
-                   "train.lr_scheduler=linear", f"train.seed={a.seed}",
-                   # eval loss after the one epoch (the peer's do_eval); generation on 1 row only. Trainer counts
-                   # that evaluation in tasktune's train time: the ratio is conservative.
+                   "train.lr_scheduler=linear", f"train.seed={a.seed}", f"train.packing={str(packing).lower()}",
                    "train.eval_during_training=true", "train.eval_sample=1", f"output_dir={folder}", "--overwrite"])
-    tt_row = {"train_samples_per_s": history_value(folder, "train_samples_per_second"),
-              "eval_loss": history_value(folder, "eval_loss"), "wall_s": tt["seconds"], "peak_rss_gib": tt["peak_rss_gib"]}
-    ratio = tt_row["train_samples_per_s"] / lf_row["train_samples_per_s"] if lf_row["train_samples_per_s"] else None
-    return {"rows": {"train": len(train_rows), "eval": n_eval}, "llamafactory": lf_row, "tasktune": tt_row,
-            "samples_per_s_ratio": round(ratio, 2) if ratio else None}
+    runtime, evals = history_value(folder, "train_runtime"), history_value(folder, "eval_runtime")
+    rows = a.peer_rows
+    return {"train_samples_per_s": history_value(folder, "train_samples_per_second"),
+            "train_samples_per_s_without_eval": round(rows / (runtime - evals), 3),
+            "eval_loss": history_value(folder, "eval_loss"), "wall_s": tt["seconds"], "peak_rss_gib": tt["peak_rss_gib"]}
 
 
 def main() -> None:
@@ -176,6 +193,7 @@ def main() -> None:
     p.add_argument("--peer-rows", type=int, default=32)
     p.add_argument("--peer-eval", type=int, default=20)
     p.add_argument("--peer-venv", default="/tmp/lfvenv")
+    p.add_argument("--reuse-peer", action="store_true", help="keep LLaMA-Factory's figures when its config is unchanged")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--runs", default="bench_runs/sft")
