@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from peak import peak
-from subprocess_runs import measured, runs_folder
+from subprocess_runs import history_value, measured, runs_folder
 
 ROOT = Path(__file__).parents[1]
 DATA = ROOT.parent / "shared" / "data" / "chnsenticorp" / "ChnSentiCorp_htl_all.csv"
@@ -92,8 +92,7 @@ def run_tasktune(out: Path, files: tuple[Path, Path], tool: str, repeat: int) ->
     folder = out / f"{tool}-r{repeat}"
     m = measured([sys.executable, "-m", "tasktune", "train", str(out / "empty.yaml"), *TASKTUNE, *TOOLS[tool],
                   f"data.train={files[0]}", f"data.eval={files[1]}", f"output_dir={folder}", "--overwrite"])
-    history = json.loads((folder / "metrics_history.json").read_text())
-    speed = next(h["train_samples_per_second"] for h in history if "train_samples_per_second" in h)
+    speed = history_value(folder, "train_samples_per_second")
     acc = compare([str(folder)])["methods"][folder.name]["accuracy"]
     precision = json.loads((folder / "env.json").read_text()).get("precision", {})
     return {"samples_per_s": speed, "accuracy": acc["value"], "ci95": acc["ci95"], "peak_rss_gib": m["peak_rss_gib"],

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from subprocess_runs import measured, print_table, runs_folder, train_subprocess
+from subprocess_runs import history_value, measured, print_table, runs_folder, train_subprocess
 
 ROOT = Path(__file__).parents[1]
 DATA = ROOT.parent / "shared" / "data" / "alimeeting4mug" / "ttg_alpaca_a.json"
@@ -55,17 +55,11 @@ def split(out: Path, n_eval: int, n_train: int, seed: int) -> tuple[Path, Path]:
     return paths
 
 
-def history_value(folder: Path, key: str):
-    history = json.loads((folder / "metrics_history.json").read_text())
-    return next((h[key] for h in reversed(history) if key in h), None)
-
-
 def quality(out: Path, files: tuple[Path, Path], a) -> dict:
     folder = out / f"mug_title_s{a.seed}"
     args = [f"data.train={files[1]}", f"data.eval={files[0]}", "data.max_train_rows=null", "data.max_eval_rows=null",
             f"train.seed={a.seed}"]
     run = train_subprocess(out, args, folder, config=CONFIG)
-    run["eval_loss"] = history_value(folder, "eval_loss")
     print("quality run", json.dumps(run), flush=True)
     from tasktune.compare import compare
 

@@ -31,10 +31,15 @@ def train_subprocess(out: Path, args: list[str], folder: Path, check: bool = Tru
                            "--overwrite"], capture_output=True, text=True)
     if proc.returncode and check:
         raise SystemExit(f"{folder} failed:\n{proc.stderr[-3000:]}")
-    history = json.loads((folder / "metrics_history.json").read_text())
-    speed = next((h["train_samples_per_second"] for h in history if "train_samples_per_second" in h), None)
-    return {"run": str(folder), "wall_s": round(time.time() - start, 1), "train_samples_per_s": speed,
+    return {"run": str(folder), "wall_s": round(time.time() - start, 1),
+            "train_samples_per_s": history_value(folder, "train_samples_per_second"),
             "peak_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+
+
+def history_value(folder: Path, key: str):
+    """The last value of `key` in a run folder's metrics_history.json, or None."""
+    history = json.loads((folder / "metrics_history.json").read_text())
+    return next((h[key] for h in reversed(history) if key in h), None)
 
 
 def write_results(path: str, result: dict, table: dict, keys: tuple[str, ...], digits: int) -> None:

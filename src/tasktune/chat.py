@@ -48,6 +48,7 @@ def chat(model: str, system: str | None = None, max_new_tokens: int = 256, tempe
     from tasktune.tasks.sft import prompt_ids, stop_ids
 
     net, tok, cfg = _load(model, max_new_tokens, temperature)
+    stops = stop_ids(net, tok)
     lines, out = lines or sys.stdin, out or sys.stdout
     terminal = lines is sys.stdin and sys.stdin.isatty()
     head = [{"role": "system", "content": system}] if system else []
@@ -77,7 +78,7 @@ def chat(model: str, system: str | None = None, max_new_tokens: int = 256, tempe
                                do_sample=t.do_sample, temperature=t.temperature if t.do_sample else None,
                                top_p=t.top_p if t.do_sample else None, streamer=streamer,
                                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-                               eos_token_id=stop_ids(net, tok))
+                               eos_token_id=stops)
         history.append({"role": "assistant", "content": tok.decode(new[0, ids.shape[1]:], skip_special_tokens=True)
                         .strip()})
     return head + history

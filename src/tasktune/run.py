@@ -42,7 +42,8 @@ def validate(cfg: Config) -> dict:
     model = install_status(cfg.model.name) or resolve_model(cfg.model.name, convert=False)
     splits = load_splits(cfg, task)
     resume = check_run_dir(cfg, splits.info)
-    return {"task": task.name, "model": f"{cfg.model.name} ({model})" if model != cfg.model.name else model, "train_rows": len(splits.train), "eval_rows": len(splits.eval),
+    return {"task": task.name, "model": f"{cfg.model.name} ({model})" if model != cfg.model.name else model,
+            "train_rows": len(splits.train), "eval_rows": len(splits.eval),
             "test_rows": len(splits.test or []), "state": splits.state,
             "run_dir": "resume from " + str(resume) if resume else f"new run in {cfg.output_dir}"}
 

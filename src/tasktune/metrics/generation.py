@@ -86,6 +86,7 @@ def id_set_scores(prediction: str | None, reference: str) -> dict[str, float]:
 
 
 def mean_scores(scores: list[dict]) -> dict[str, float]:
-    """The mean of each metric the rows have over the rows (what `compare` bootstraps)."""
-    keys = [k for k in METRICS + ID_METRICS if scores and k in scores[0]]
-    return {k: sum(s[k] for s in scores) / len(scores) for k in keys} if scores else {k: 0.0 for k in METRICS}
+    """The mean over the rows of each metric they have (what `compare` bootstraps)."""
+    if not scores:
+        return {k: 0.0 for k in METRICS}
+    return {k: sum(s[k] for s in scores) / len(scores) for k in METRICS + ID_METRICS if k in scores[0]}

@@ -102,17 +102,18 @@ def torch_dtype(name: str):
     return torch.float32
 
 
-def attention_kwargs(path: str, cfg) -> dict:
+def attention_kwargs(path: str, cfg, config=None) -> dict:
     """from_pretrained kwargs for model.attention: {} for causal; for bidirectional, the config switch of
     the model types that have one (Gemma 3's `use_bidirectional_attention`, the switch behind
     EmbeddingGemma). Encoders are bidirectional already; another decoder is refused rather than patched.
+    `config`: the model's config when the caller has it loaded already (else read from `path`).
     """
     if cfg.model.attention == "causal":
         return {}
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    config = AutoConfig.from_pretrained(path)
+    config = config or AutoConfig.from_pretrained(path)
     if hasattr(config, "use_bidirectional_attention"):
         return {"use_bidirectional_attention": True}
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:

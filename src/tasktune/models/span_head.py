@@ -43,8 +43,8 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-HEADS = ["head_norm", "span_head", "null_head"]
-SPAN_FEATURES = {"token": 1, "token_next": 2}  # what each position's start/end score reads -> width in hidden sizes  # trained in full beside LoRA adapters (modules_to_save)
+HEADS = ["head_norm", "span_head", "null_head"]  # trained in full beside LoRA adapters (modules_to_save)
+SPAN_FEATURES = {"token": 1, "token_next": 2}  # what each position's start/end score reads -> width in hidden sizes
 _CLASSES: dict[str, type] = {}
 
 

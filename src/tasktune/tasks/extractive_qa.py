@@ -172,7 +172,7 @@ class ExtractiveQA:
         def loader(p, **kwargs):
             config = AutoConfig.from_pretrained(p)
             # Both are read by the constructors and saved with the model (span_features by the span head).
-            for key, value in {**attention_kwargs(p, cfg), "span_features": cfg.task.span_features}.items():
+            for key, value in {**attention_kwargs(p, cfg, config), "span_features": cfg.task.span_features}.items():
                 setattr(config, key, value)
             return span_model_class(config).from_pretrained(p, config=config, dtype=torch_dtype(cfg.model.dtype),
                                                             **kwargs)

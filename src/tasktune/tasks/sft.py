@@ -281,8 +281,9 @@ def encode_row(tokenizer, row: dict, cfg) -> tuple[dict, bool]:
     prompt = prompt_ids(tokenizer, row["messages"][:-1])
     response = tokenizer(row["response"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     response = response[:cfg.model.max_length - 2 * KEEP_TAIL]
-    cut = len(prompt) > cfg.model.max_length - len(response)
-    prompt = cut_prompt(prompt, cfg.model.max_length - len(response))
+    room = cfg.model.max_length - len(response)
+    cut = len(prompt) > room
+    prompt = cut_prompt(prompt, room)
     labels = (list(prompt) if cfg.task.train_on_prompt else [-100] * len(prompt)) + response
     return {"input_ids": prompt + response, "labels": labels}, cut
 
@@ -339,6 +340,7 @@ def generate_rows(model, tokenizer, rows: list[dict], cfg, batch_size: int = 8) 
     order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))
     out: list = [None] * len(rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stops = stop_ids(model, tokenizer)  # renders the template once, not per batch
     sampling = {"do_sample": True, "temperature": t.temperature, "top_p": t.top_p} if t.do_sample else \
         {"do_sample": False}
     model.eval()
@@ -351,7 +353,7 @@ def generate_rows(model, tokenizer, rows: list[dict], cfg, batch_size: int = 8) 
                             device=model.device)
         with torch.no_grad():
             new = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=t.max_new_tokens,
-                                 pad_token_id=pad, eos_token_id=stop_ids(model, tokenizer), **sampling)[:, width:]
+                                 pad_token_id=pad, eos_token_id=stops, **sampling)[:, width:]
         for i, seq in zip(chunk, new.tolist()):
             user = next(m["content"] for m in reversed(rows[i]["messages"]) if m["role"] == "user")
             out[i] = {"id": rows[i].get("id"), "prompt": user,
