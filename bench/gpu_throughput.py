@@ -45,8 +45,8 @@ def make_rows(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def build_model(folder: Path, rows: list[dict], layers: int | None) -> str:
-    """A random Qwen2.5-0.5B-shaped causal LM (and tokenizer) saved as a transformers folder."""
+def build_model(folder: Path, texts: list[str], layers: int | None, bpe_vocab: int = 300) -> str:
+    """A random Qwen2.5-0.5B-shaped causal LM (and a BPE tokenizer trained on `texts`) saved as a folder."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -54,8 +54,8 @@ def build_model(folder: Path, rows: list[dict], layers: int | None) -> str:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([r["text"] for r in rows] + ["review: sentiment: good bad"], trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(texts + ["review: sentiment: good bad"], trainers.BpeTrainer(
+        vocab_size=bpe_vocab, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
     shape = {**SHAPE, **({"num_hidden_layers": layers} if layers else {})}
     torch.manual_seed(0)
@@ -176,7 +176,7 @@ def main() -> None:
     rows = make_rows(a.steps * a.batch + a.batch)
     data = work / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    model = build_model(work / "model", rows, a.layers)
+    model = build_model(work / "model", [r["text"] for r in rows], a.layers)
     result = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "torch": torch.__version__, "shape": SHAPE,
               "steps": a.steps, "batch": a.batch, "cpu_bf16": cpu_bf16_decision()}
     peak = matmul_peak()
@@ -189,7 +189,16 @@ def main() -> None:
         "tasktune label_scoring": lambda: tasktune_run(model, data, work / "ls", _scoring(), a.steps, a.batch),
         "tasktune label_scoring packed": lambda: tasktune_run(model, data, work / "lsp", _scoring() + [
             "train.packing=true"], a.steps, a.batch),
+        # Twice: the first run includes compiling the flex kernels; the second reuses them (same process).
+        "tasktune label_scoring packed, flex_attention (compiling)": lambda: tasktune_run(
+            model, data, work / "lspf", _scoring() + ["train.packing=true", "model.attn_implementation=flex_attention"],
+            a.steps, a.batch),
+        "tasktune label_scoring packed, flex_attention": lambda: tasktune_run(
+            model, data, work / "lspf2", _scoring() + ["train.packing=true", "model.attn_implementation=flex_attention"],
+            a.steps, a.batch),
     }
+    if not torch.cuda.is_available():  # flex attention has no backward pass on CPUs
+        variants = {k: v for k, v in variants.items() if "flex" not in k}
     table = {}
     for name, fn in variants.items():
         got = fn()

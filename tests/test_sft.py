@@ -293,6 +293,26 @@ def test_packed_batch_gives_the_unpacked_loss(tiny_qwen):
         assert abs(task.compute_loss(model, packed, packed_cfg, {}).item() - a.item()) > 1e-3
 
 
+def test_attn_implementation_reaches_the_model_and_keeps_the_packed_loss(tiny_qwen):
+    """model.attn_implementation: the loaded model uses the named kernel; eager and sdpa agree on a packed batch."""
+    from tasktune.errors import UserError
+
+    task = SFT()
+    losses = {}
+    for impl in ("eager", "sdpa"):
+        cfg = _cfg(tiny_qwen, "task.train_on_prompt=true", "train.packing=true", f"model.attn_implementation={impl}")
+        model, tok = task.build_model(tiny_qwen, cfg, {}, for_training=False)
+        assert model.config._attn_implementation == impl
+        rows = [task.parse_row(r, cfg, None) for r in (ALPACA, MESSAGES)]
+        with torch.no_grad():
+            losses[impl] = task.compute_loss(model.eval(), task.collator(tok, cfg, {})(task.prepare(rows, tok, cfg, {})),
+                                             cfg, {}).item()
+    assert losses["eager"] == pytest.approx(losses["sdpa"], rel=1e-4)
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="flex_attention trains on GPUs only"):
+            task.build_model(tiny_qwen, _cfg(tiny_qwen, "model.attn_implementation=flex_attention"), {})
+
+
 def test_inspect_counts_formats_and_token_lengths(tiny_qwen, tmp_path, capsys):
     from tasktune.tasks.sft import encode_row
 

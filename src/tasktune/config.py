@@ -75,6 +75,10 @@ class ModelConfig(Section):
         None, description="Load the frozen base in 4 or 8 bits (bitsandbytes) and train LoRA on it: QLoRA."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    attn_implementation: Literal["sdpa", "eager", "flex_attention", "flash_attention_2"] | None = Field(
+        None, description="Attention kernel (transformers' attn_implementation); null = the library's choice (sdpa). "
+        "With train.packing, sdpa attends through a dense block mask (measured 0.47x on an H200, bench/RESULTS.md); "
+        "flex_attention and flash_attention_2 read packed rows without one. flex_attention trains on GPUs only.")
     attention: Literal["causal", "bidirectional"] = Field(
         "causal", description="bidirectional: every token attends to the whole input (decoders that have the "
         "switch, e.g. Gemma 3; encoders already do). For heads and embeddings, not for tasks that generate or "
