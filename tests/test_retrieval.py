@@ -107,6 +107,19 @@ def test_ranking_metrics_by_hand():
     assert ranking_metrics([a, b, c])["top1"] == pytest.approx(1 / 3)
 
 
+def test_weighted_reciprocal_rank_fusion_by_hand():
+    """task.fusion_weight: the dense ranking's weight; equal weights reproduce plain RRF."""
+    from tasktune.tasks.retrieval import _rrf
+
+    dense, lexical = [("a", 0.9), ("b", 0.8), ("c", 0.1)], [("b", 3.0), ("a", 1.0)]
+    fused = dict(_rrf(dense, lexical, k=1, weights=(0.25, 0.75)))
+    assert fused["b"] == pytest.approx(0.25 / 3 + 0.75 / 2) and fused["a"] == pytest.approx(0.25 / 2 + 0.75 / 3)
+    assert fused["c"] == pytest.approx(0.25 / 4)
+    assert [d for d, _ in _rrf(dense, lexical, k=1, weights=(0.25, 0.75))] == ["b", "a", "c"]
+    assert [d for d, _ in _rrf(dense, lexical, k=1, weights=(0.9, 0.1))][0] == "a"  # dense outvotes BM25
+    assert _rrf(dense, lexical, k=60) == _rrf(dense, lexical, k=60, weights=(1.0, 1.0))
+
+
 def test_retrieval_run_through_the_cli(ret_bert, retrieval_files, tmp_path, capsys):
     """Two-stage training writes every artifact; best/ is a sentence-transformers folder; the index round-trips."""
     from sentence_transformers import SentenceTransformer
