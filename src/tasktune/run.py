@@ -72,6 +72,8 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
         history = truncate_history(run_dir, checkpoint_step(resume) if resume else 0)
         log.info("tasktune %s: %s on %s, %d train / %d eval rows -> %s%s", __version__, task.name, cfg.model.name,
                  len(splits.train), len(splits.eval), run_dir, f" (resuming {resume.name})" if resume else "")
+    else:
+        log.setLevel(logging.ERROR)  # one line per event: the other processes say only what stops them
 
     from transformers import set_seed
 

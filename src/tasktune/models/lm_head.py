@@ -26,6 +26,8 @@ def logits_at(model, input_ids, attention_mask, rows, cols, **backbone_kwargs):
     `model` is a transformers causal LM (optionally peft-wrapped); LoRA layers inside the backbone
     and head still apply because the wrapped modules are the ones called.
     """
+    if hasattr(model, "no_sync"):  # DistributedDataParallel (several processes)
+        return _logits_through_ddp(model, input_ids, attention_mask, rows, cols, **backbone_kwargs)
     base = _unwrap(model)
     hidden = base.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
                              **backbone_kwargs).last_hidden_state
@@ -35,6 +37,18 @@ def logits_at(model, input_ids, attention_mask, rows, cols, **backbone_kwargs):
     if cap:  # models that soft-cap their logits (gemma 2) must be capped here too
         logits = cap * (logits / cap).tanh()
     return logits
+
+
+def _logits_through_ddp(model, input_ids, attention_mask, rows, cols, **backbone_kwargs):
+    """logits_at for a DDP-wrapped model. DDP syncs gradients only for a forward through the wrapper, so the
+    backbone/head split above cannot be used; transformers' `logits_to_keep` (a tensor of positions, the same
+    for every row) keeps the union of the positions needed, which is bounded by the batch's response lengths."""
+    import torch
+
+    keep, where = torch.unique(cols, return_inverse=True)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep,
+                   **backbone_kwargs).logits
+    return logits[rows, where].float()
 
 
 def next_token_positions(labels):

@@ -59,8 +59,8 @@ class FeatureStandardizer(nn.Module):
 
     Buffers (saved in checkpoints and with LoRA's modules_to_save): `mean`, `std`, and `ready`
     (0 until measured). A model that is only evaluated before any training keeps the identity.
-    Under DDP each process measures its own first batch; DDP's buffer broadcast then makes every
-    process use rank 0's from the next step on.
+    Under DDP the statistics are summed over every process's first batch: the same as one process
+    measuring the whole first batch.
     """
 
     def __init__(self, size: int):
@@ -74,11 +74,24 @@ class FeatureStandardizer(nn.Module):
             with torch.no_grad():
                 real = hidden.detach().float()
                 real = real[mask.bool()] if mask is not None else real.flatten(0, -2)   # real tokens only
-                self.mean.copy_(real.mean(0))
+                mean, std = _moments(real)
+                self.mean.copy_(mean)
                 # A floor keeps dead dimensions (constant over tokens) from being blown up.
-                self.std.copy_(real.std(0).clamp(min=1e-2 * real.std(0).mean().item() + 1e-6))
+                self.std.copy_(std.clamp(min=1e-2 * std.mean().item() + 1e-6))
                 self.ready.fill_(1)
         return (hidden - self.mean.to(hidden.dtype)) / self.std.to(hidden.dtype)
+
+
+def _moments(rows):
+    """Per-column mean and (unbiased) std of `rows` (tokens, hidden), over every process's rows under DDP."""
+    from tasktune.engine.distributed import world
+
+    sums = torch.stack([torch.full_like(rows[0], rows.shape[0]), rows.sum(0), rows.pow(2).sum(0)]).double()
+    if world()[0] > 1:
+        torch.distributed.all_reduce(sums)
+    n, total, squares = sums
+    mean = total / n
+    return mean.float(), ((squares - n * mean ** 2) / (n - 1)).clamp(min=0).sqrt().float()
 
 
 class _SpanExtraction:

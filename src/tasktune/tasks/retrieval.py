@@ -28,6 +28,7 @@ from typing import Literal
 from pydantic import Field
 
 from tasktune.config import Section, TaskSettings
+from tasktune.engine.distributed import gather_rows
 from tasktune.errors import UserError
 from tasktune.metrics.ranking import query_scores, ranking_metrics
 from tasktune.retrieval import encoder
@@ -70,6 +71,9 @@ class RetrievalSettings(TaskSettings):
         "none", description="rrf: rank by reciprocal rank fusion of the dense ranking and BM25's (1/(k + rank) "
         "summed): lexical overlap is strong on Chinese question/passage pairs.")
     fusion_k: int = Field(60, gt=0, description="rrf: the k in 1/(k + rank).")
+    fusion_weight: float = Field(0.5, ge=0, le=1, description="rrf: the dense ranking's weight w (BM25's is 1 - w); "
+                                 "below 0.5 when the dense model is the weaker one, so it cannot outvote BM25's "
+                                 "confident first hits.")
     combine: Literal["none", "scores", "weights"] = Field(
         "none", description="Combine the starting (stage-1) and trained (stage-2) models when evaluating, indexing "
         "and searching: scores ranks by w*cos(trained) + (1-w)*cos(start) (two encodings); weights encodes with "
@@ -197,15 +201,22 @@ class Retrieval:
         stats, pooling = state.get("standardizer"), cfg.task.pooling
         queries = encoder.embeddings(model, batch["input_ids"], batch["attention_mask"], pooling, stats)
         passages = encoder.embeddings(model, batch["passage_input_ids"], batch["passage_attention_mask"], pooling, stats)
+        target, is_positive = batch["target"], batch["is_positive"]
+        if cfg.task.loss == "infonce":
+            # On several processes every query meets every process's passages, as one process with the
+            # whole batch would (in-batch negatives would otherwise shrink with the process count).
+            passages, offset = gather_rows(passages)
+            docs = gather_rows(batch["passage_doc"])[0]
+            target = target + offset
+            is_positive = (batch["positive_docs"].unsqueeze(-1) == docs.view(1, 1, -1)).any(1)
         sim = queries @ passages.T                                                   # (queries, passages)
-        target = batch["target"]
-        others = batch["is_positive"] & ~torch.nn.functional.one_hot(target, sim.shape[1]).bool()
+        others = is_positive & ~torch.nn.functional.one_hot(target, sim.shape[1]).bool()
         if cfg.task.loss == "infonce":
             # A query's other known positives are never its negatives (CMRC-like data: questions share passages).
             logits = (sim / cfg.task.temperature).masked_fill(others, float("-inf"))
             return torch.nn.functional.cross_entropy(logits, target, reduction="sum")
         negatives = batch["own_negative"]
-        negatives = torch.where(negatives.any(1, keepdim=True), negatives, ~batch["is_positive"])
+        negatives = torch.where(negatives.any(1, keepdim=True), negatives, ~is_positive)
         s_pos = sim.gather(1, target.unsqueeze(1))
         hinge = torch.relu(cfg.task.margin - (s_pos - sim)) * negatives
         return (hinge.sum(1) / negatives.sum(1).clamp(min=1)).sum()
@@ -296,9 +307,13 @@ class PairCollator:
             own[i, start + 1:start + len(f["passage_index"])] = True
             start += len(f["passage_index"])
         is_pos = torch.tensor([[d in set(f["positive_index"]) for d in doc] for f in feats])
+        width = max(len(f["positive_index"]) for f in feats)
         return {"input_ids": q_ids, "attention_mask": q_mask, "passage_input_ids": p_ids,
                 "passage_attention_mask": p_mask, "target": torch.tensor(target), "is_positive": is_pos,
-                "own_negative": own & ~is_pos, "loss_items": len(feats)}
+                "own_negative": own & ~is_pos, "loss_items": len(feats),
+                # Corpus indices, to find each query's known positives among other processes' passages too.
+                "passage_doc": torch.tensor(doc), "positive_docs": torch.tensor(
+                    [f["positive_index"] + [-1] * (width - len(f["positive_index"])) for f in feats])}
 
 
 def passage_vectors(model, tokenizer, cfg, state, batch_size):
@@ -364,16 +379,21 @@ def rank_rows(model, tokenizer, rows, cfg, state, batch_size, passages=None) -> 
         from tasktune.retrieval.bm25 import bm25_rankings
 
         lexical = bm25_rankings(corpus, [r["query"] for r in rows], depth, state["language"])
-        dense = [_rrf(d, b, k=t.fusion_k)[:max(t.top_k, K)] for d, b in zip(dense, lexical)]
+        weights = (t.fusion_weight, 1 - t.fusion_weight)
+        dense = [_rrf(d, b, k=t.fusion_k, weights=weights)[:max(t.top_k, K)] for d, b in zip(dense, lexical)]
     return [_prediction(r, found_row) for r, found_row in zip(rows, dense)]
 
 
-def _rrf(*rankings, k: int = 60) -> list[tuple[str, float]]:
-    """Reciprocal rank fusion: each id scores the sum of 1 / (k + rank) over the rankings that hold it."""
+def _rrf(*rankings, k: int = 60, weights=None) -> list[tuple[str, float]]:
+    """Reciprocal rank fusion: each id scores the sum of weight / (k + rank) over the rankings that hold it.
+
+    Example: _rrf([("a", .9), ("b", .8)], [("b", 3.), ("a", 1.)], k=1, weights=(.25, .75))
+             -> b: .25/3 + .75/2 = .458, a: .25/2 + .75/3 = .375
+    """
     total: dict[str, float] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings)):
         for rank, (doc, _) in enumerate(ranking, start=1):
-            total[doc] = total.get(doc, 0.0) + 1.0 / (k + rank)
+            total[doc] = total.get(doc, 0.0) + weight / (k + rank)
     return sorted(total.items(), key=lambda kv: -kv[1])
 
 

@@ -1,0 +1,45 @@
+"""Collectives a task's loss needs when training runs on several processes (DDP).
+
+Plain functions that are the identity on one process, so a task calls them unconditionally.
+
+Example (retrieval's in-batch negatives, every process scoring its queries against ALL passages):
+    passages, offset = gather_rows(passages)     # (all processes' rows, where this process's rows start)
+"""
+
+from __future__ import annotations
+
+
+def world() -> tuple[int, int]:
+    """(process count, this process's rank); (1, 0) outside torch.distributed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def gather_rows(tensor):
+    """Every process's rows of `tensor` concatenated in rank order, and the index where this process's start.
+
+    Row counts may differ between processes (rows are padded for the collective and the padding removed).
+    Differentiable: gradients flow back to the process that owns each row, summed over the processes that
+    used it (torch.distributed.nn's all_gather), which is what a loss over the gathered rows needs.
+    Example, 2 processes with 3 and 2 rows: rank 1 gets (a (5, d) tensor, 3).
+    """
+    import torch
+
+    size, rank = world()
+    if size == 1:
+        return tensor, 0
+    import torch.distributed as dist
+    from torch.distributed.nn.functional import all_gather
+
+    count = torch.tensor([tensor.shape[0]], device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(size)]
+    dist.all_gather(counts, count)
+    counts = [int(c) for c in counts]
+    width = max(counts)
+    pad = tensor.new_zeros((width - tensor.shape[0], *tensor.shape[1:]))
+    parts = all_gather(torch.cat([tensor, pad]))
+    rows = torch.cat([part[:c] for part, c in zip(parts, counts)])
+    return rows, sum(counts[:rank])
