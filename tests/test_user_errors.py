@@ -160,3 +160,32 @@ def test_trackers_and_training_values_are_checked_before_training(capsys, cfg, m
                  path, *overrides, "train.report_to=tensorbord")
     expect_error(capsys, r"train.best_metric: classification does not report 'eval_f1'; choose one of eval_loss, "
                          r"eval_accuracy, eval_macro_f1", "train", path, *overrides, "train.best_metric=f1")
+
+
+def test_sharding_settings_pass_through_or_are_refused_with_the_fix(tmp_path, monkeypatch):
+    """train.fsdp / train.deepspeed reach TrainingArguments; where they cannot run, one error names the fix."""
+    import importlib.util
+
+    import torch
+
+    from tasktune.config import load_config
+    from tasktune.engine.trainer import sharding_kwargs
+    from tasktune.errors import UserError
+
+    def train_cfg(*extra):
+        return load_config(None, ["task=classification", "model.name=m", *extra]).train
+
+    assert sharding_kwargs(train_cfg()) == {}
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="train.fsdp shards over GPUs"):
+            sharding_kwargs(train_cfg("train.fsdp=true"))
+    ds = tmp_path / "ds.json"
+    ds.write_text('{"zero_optimization": {"stage": 2}}')
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "deepspeed" else real_find_spec(n, *a))
+    with pytest.raises(UserError, match="pip install deepspeed"):
+        sharding_kwargs(train_cfg(f"train.deepspeed={ds}"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "deepspeed" else real_find_spec(n, *a))
+    with pytest.raises(UserError, match="not found"):
+        sharding_kwargs(train_cfg(f"train.deepspeed={tmp_path / 'missing.json'}"))
+    assert sharding_kwargs(train_cfg(f"train.deepspeed={ds}")) == {"deepspeed": str(ds)}

@@ -171,6 +171,12 @@ class TrainConfig(Section):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     curves_every: int = Field(5, gt=0, description="Redraw training_curves.png every N logging steps.")
     num_workers: int = Field(0, ge=0, description="Data-loader worker processes.")
+    fsdp: bool = Field(False, description="Shard weights, gradients and optimizer state over the processes "
+                       "(transformers' TrainingArguments.fsdp; GPUs only), configured by train.fsdp_config.")
+    fsdp_config: dict | None = Field(None, description="TrainingArguments.fsdp_config, e.g. {fsdp_version: 2, "
+                                     "reshard_after_forward: true, auto_wrap_policy: TRANSFORMER_BASED_WRAP}.")
+    deepspeed: str | None = Field(None, description="A DeepSpeed JSON config file (ZeRO stages), passed to "
+                                  "TrainingArguments.deepspeed; needs `pip install deepspeed`.")
     resume: Literal["auto", "never"] = Field(
         "auto", description="auto: an unfinished run folder continues from its newest complete checkpoint."
     )

@@ -76,9 +76,30 @@ def training_arguments(cfg, run_dir: str, has_eval: bool, task=None):
             greater_is_better=greater_is_better(t.best_metric, task), dataloader_num_workers=t.num_workers,
             report_to=t.report_to or "none", restore_callback_states_from_checkpoint=True,
             remove_unused_columns=False, disable_tqdm=False, use_cpu=not torch.cuda.is_available(), **interval, **save,
+            **sharding_kwargs(t),
         )
     except ValueError as exc:  # a combination TrainingArguments refuses: name it, no traceback
         raise UserError(f"training arguments: {str(exc).splitlines()[0]}; change the train.* settings") from None
+
+
+def sharding_kwargs(t) -> dict:
+    """TrainingArguments kwargs for train.fsdp / train.fsdp_config / train.deepspeed (only those set)."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    if t.fsdp and not torch.cuda.is_available():
+        # Observed with transformers 5.23 on CPUs: the run trains as plain DDP, nothing is sharded.
+        raise UserError("train.fsdp shards over GPUs; this machine has none. Remove train.fsdp (several CPU "
+                        "processes train with DDP)")
+    if t.deepspeed:
+        if importlib.util.find_spec("deepspeed") is None:
+            raise UserError("train.deepspeed needs the deepspeed package: pip install deepspeed (or remove the setting)")
+        if not Path(t.deepspeed).is_file():
+            raise UserError(f"train.deepspeed: config file '{t.deepspeed}' not found; give a DeepSpeed JSON file")
+    found = {"fsdp": t.fsdp or None, "fsdp_config": t.fsdp_config, "deepspeed": t.deepspeed}
+    return {k: v for k, v in found.items() if v}
 
 
 def head_parameter_groups(optimizer, model, heads: list[str], lr: float) -> int:
