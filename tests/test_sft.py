@@ -4,6 +4,7 @@ and train -> eval -> predict through the CLI on a tiny decoder."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -345,6 +346,30 @@ def test_tokenised_features_are_cached_by_rows_tokenizer_and_settings(tiny_qwen,
     assert len(calls) == 5 and len(list((tmp_path / "cache").iterdir())) == 4
 
 
+def test_feature_cache_keys_change_with_the_task_familys_code(tiny_qwen, tmp_path, monkeypatch):
+    """Features cached by an older tasktune (another encoding of the rows) are never read by a newer one."""
+    import importlib.util
+    import sys
+
+    from tasktune.engine.features import cache_key
+
+    def task_from(text):
+        path = tmp_path / "family.py"
+        path.write_text(text)
+        spec = importlib.util.spec_from_file_location(f"family_{len(text)}", path)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, module)  # as an installed family is
+        spec.loader.exec_module(module)
+        return module.SFT()
+
+    import tasktune.tasks.sft as family
+
+    source = Path(family.__file__).read_text()
+    cfg, tok = _cfg(tiny_qwen), _tokenizer(tiny_qwen)
+    keys = [cache_key(task_from(text), [{"x": 1}], tok, cfg, {}) for text in (source, source, source + "# v2\n")]
+    assert keys[0] == keys[1] != keys[2]
+
+
 def test_gradient_checkpointing_gives_the_same_lora_gradients(tiny_qwen):
     """model.gradient_checkpointing with LoRA through the task's own build_model and loss (trimmed logits):
     recomputing activations must not change the loss or any adapter gradient."""
@@ -392,3 +417,22 @@ def test_generation_stops_at_the_templates_end_of_turn(tiny_qwen):
     assert turn_end_id(tok) == tok.eos_token_id
     tok.chat_template = None
     assert turn_end_id(tok) is None and stop_ids(None, tok) == [tok.eos_token_id]
+
+
+def test_a_trained_answer_ends_with_the_templates_end_of_turn(tiny_qwen):
+    """gemma's template closes an assistant turn with <end_of_turn>: training teaches that token, not EOS."""
+    from transformers import AutoTokenizer
+
+    from tasktune.models.catalog import GEMMA_TEMPLATE
+    from tasktune.tasks.sft import PLAIN_TEMPLATE, encode_row
+
+    tok = AutoTokenizer.from_pretrained(tiny_qwen)
+    tok.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]})
+    cfg = _cfg(tiny_qwen)
+    row = SFT().parse_row(ALPACA, cfg, None)
+    for template, end in ((GEMMA_TEMPLATE, tok.convert_tokens_to_ids("<end_of_turn>")),
+                          (PLAIN_TEMPLATE, tok.eos_token_id)):
+        tok.chat_template = template
+        feat = encode_row(tok, row, cfg)[0]
+        assert feat["input_ids"][-1] == end and feat["labels"][-1] == end
+        assert tok.eos_token_id not in feat["labels"] or end == tok.eos_token_id

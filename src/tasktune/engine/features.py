@@ -4,7 +4,7 @@
 to minutes a run, repeated for every run of a sweep. The cache key is a sha256 over the task's name
 and settings, `model.max_length`, the tokenizer (its vocabulary/merges file, special tokens and chat
 template), the task state and the rows themselves, so any change to the data, the tokenizer, the
-template or the cut-off makes a new entry. Entries live in `$TASKTUNE_CACHE/features/` (default
+template, the cut-off or the task family's code makes a new entry. Entries live in `$TASKTUNE_CACHE/features/` (default
 ~/.cache/tasktune/features); `data.cache_features: false` turns it off; deleting the folder is safe.
 
 Example:
@@ -40,9 +40,20 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256((body + extra).encode("utf-8")).hexdigest()
 
 
+def _code(task) -> str | None:
+    """sha256 of the task family's source file: a new tasktune that encodes rows differently never reads
+    features an older one cached."""
+    import inspect
+
+    try:
+        return hashlib.sha256(Path(inspect.getsourcefile(type(task))).read_bytes()).hexdigest()
+    except (TypeError, OSError):  # a class defined interactively has no file: rows and settings still key it
+        return None
+
+
 def cache_key(task, rows: list[dict], tokenizer, cfg, state: dict) -> str:
     parts = {"task": task.name, "settings": cfg.task.model_dump(mode="json"), "max_length": cfg.model.max_length,
-             "tokenizer": tokenizer_fingerprint(tokenizer), "state": state, "rows": rows}
+             "tokenizer": tokenizer_fingerprint(tokenizer), "state": state, "rows": rows, "code": _code(task)}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")).hexdigest()
 
 

@@ -193,7 +193,8 @@ class SFT:
         """Count (log, and keep in the state) the training prompts that do not fit model.max_length."""
         from dataclasses import replace
 
-        cut = sum(encode_row(tokenizer, r, cfg)[1] for r in splits.train)
+        end = response_end_id(tokenizer)
+        cut = sum(encode_row(tokenizer, r, cfg, end)[1] for r in splits.train)
         if cut:
             log.warning("%d of %d training prompts are longer than model.max_length=%d with their response: cut "
                         "before their last %d tokens (raise model.max_length to keep them whole)", cut,
@@ -201,7 +202,8 @@ class SFT:
         return replace(splits, state={**splits.state, "train_prompts_cut": cut})
 
     def prepare(self, rows, tokenizer, cfg, state):
-        return [encode_row(tokenizer, r, cfg)[0] for r in rows]
+        end = response_end_id(tokenizer)
+        return [encode_row(tokenizer, r, cfg, end)[0] for r in rows]
 
     def collator(self, tokenizer, cfg, state):
         return ResponseCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
@@ -274,12 +276,22 @@ class ResponseCollator:
                 "loss_items": int((labels[:, 1:] != -100).sum())}
 
 
-def encode_row(tokenizer, row: dict, cfg) -> tuple[dict, bool]:
-    """({input_ids, labels}, whether the prompt was cut): the rendered prompt, then the response and EOS;
-    labels are -100 on the prompt unless task.train_on_prompt. A prompt too long for model.max_length loses
-    the tokens before its last KEEP_TAIL (its turn markers); the response is cut only past the limit."""
+def response_end_id(tokenizer) -> int:
+    """The token a trained answer ends with: the chat template's end of an assistant turn (gemma's
+    <end_of_turn>, ChatML's <|im_end|>), else EOS. The template's own marker keeps a trained model's answers
+    shaped like the history turns in its prompts and stops it in any tool that renders the same template."""
+    end = turn_end_id(tokenizer)
+    return end if end is not None else tokenizer.eos_token_id
+
+
+def encode_row(tokenizer, row: dict, cfg, end_id: int | None = None) -> tuple[dict, bool]:
+    """({input_ids, labels}, whether the prompt was cut): the rendered prompt, then the response and its end
+    token (`end_id`, default `response_end_id`: pass it when encoding many rows); labels are -100 on the prompt
+    unless task.train_on_prompt. A prompt too long for model.max_length loses the tokens before its last
+    KEEP_TAIL (its turn markers); the response is cut only past the limit."""
     prompt = prompt_ids(tokenizer, row["messages"][:-1])
-    response = tokenizer(row["response"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    end = end_id if end_id is not None else response_end_id(tokenizer)
+    response = tokenizer(row["response"], add_special_tokens=False)["input_ids"] + [end]
     response = response[:cfg.model.max_length - 2 * KEEP_TAIL]
     room = cfg.model.max_length - len(response)
     cut = len(prompt) > room
