@@ -120,6 +120,19 @@ def test_weighted_reciprocal_rank_fusion_by_hand():
     assert _rrf(dense, lexical, k=60) == _rrf(dense, lexical, k=60, weights=(1.0, 1.0))
 
 
+def test_score_fusion_by_hand():
+    """task.fusion=scores: min-max scaled scores, weighted; a far-ahead BM25 hit survives a weak dense vote."""
+    from tasktune.tasks.retrieval import _score_fusion
+
+    dense, lexical = [("a", 0.9), ("b", 0.8), ("c", 0.5)], [("b", 10.0), ("c", 2.0), ("a", 1.0)]
+    fused = dict(_score_fusion(dense, lexical, weights=(0.3, 0.7)))
+    assert fused["a"] == pytest.approx(0.3 * 1.0 + 0.7 * 0.0)
+    assert fused["b"] == pytest.approx(0.3 * 0.75 + 0.7 * 1.0)
+    assert fused["c"] == pytest.approx(0.3 * 0.0 + 0.7 * 1 / 9)
+    assert [d for d, _ in _score_fusion(dense, lexical, weights=(0.3, 0.7))] == ["b", "a", "c"]
+    assert dict(_score_fusion([("x", 0.4)], [], weights=(0.5, 0.5))) == {"x": 0.0}  # one hit: nothing to scale
+
+
 def test_retrieval_run_through_the_cli(ret_bert, retrieval_files, tmp_path, capsys):
     """Two-stage training writes every artifact; best/ is a sentence-transformers folder; the index round-trips."""
     from sentence_transformers import SentenceTransformer

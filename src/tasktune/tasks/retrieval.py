@@ -67,11 +67,13 @@ class RetrievalSettings(TaskSettings):
     passage_prefix: str = Field("", description="Text put before each passage, e.g. 'passage: '.")
     mine: MiningSettings | None = Field(None, description="Two-stage training: mine hard negatives with the "
                                         "starting model first (absent: train on the rows as given).")
-    fusion: Literal["none", "rrf"] = Field(
-        "none", description="rrf: rank by reciprocal rank fusion of the dense ranking and BM25's (1/(k + rank) "
-        "summed): lexical overlap is strong on Chinese question/passage pairs.")
+    fusion: Literal["none", "rrf", "scores"] = Field(
+        "none", description="Fuse the dense ranking with BM25's (lexical overlap is strong on Chinese question/"
+        "passage pairs). rrf: reciprocal rank fusion (w/(k + rank) summed); scores: w * dense + (1-w) * BM25 "
+        "with each ranking's scores min-max scaled to [0, 1] per query (keeps how far apart the hits are).")
     fusion_k: int = Field(60, gt=0, description="rrf: the k in 1/(k + rank).")
-    fusion_weight: float = Field(0.5, ge=0, le=1, description="rrf: the dense ranking's weight w (BM25's is 1 - w); "
+    fusion_weight: float = Field(0.5, ge=0, le=1, description="The dense ranking's weight w in the fusion (BM25's is "
+                                 "1 - w); "
                                  "below 0.5 when the dense model is the weaker one, so it cannot outvote BM25's "
                                  "confident first hits.")
     combine: Literal["none", "scores", "weights"] = Field(
@@ -375,12 +377,14 @@ def rank_rows(model, tokenizer, rows, cfg, state, batch_size, passages=None) -> 
     depth = min(max(t.top_k, K) if t.fusion == "none" else max(t.top_k, 100), len(corpus.ids))
     scores, found = index.search(queries, depth)
     dense = [[(corpus.ids[j], float(s)) for j, s in zip(f_row, s_row)] for f_row, s_row in zip(found, scores)]
-    if t.fusion == "rrf":
+    if t.fusion != "none":
         from tasktune.retrieval.bm25 import bm25_rankings
 
         lexical = bm25_rankings(corpus, [r["query"] for r in rows], depth, state["language"])
         weights = (t.fusion_weight, 1 - t.fusion_weight)
-        dense = [_rrf(d, b, k=t.fusion_k, weights=weights)[:max(t.top_k, K)] for d, b in zip(dense, lexical)]
+        fuse = (lambda d, b: _rrf(d, b, k=t.fusion_k, weights=weights)) if t.fusion == "rrf" else \
+            (lambda d, b: _score_fusion(d, b, weights))
+        dense = [fuse(d, b)[:max(t.top_k, K)] for d, b in zip(dense, lexical)]
     return [_prediction(r, found_row) for r, found_row in zip(rows, dense)]
 
 
@@ -394,6 +398,21 @@ def _rrf(*rankings, k: int = 60, weights=None) -> list[tuple[str, float]]:
     for ranking, weight in zip(rankings, weights or [1.0] * len(rankings)):
         for rank, (doc, _) in enumerate(ranking, start=1):
             total[doc] = total.get(doc, 0.0) + weight / (k + rank)
+    return sorted(total.items(), key=lambda kv: -kv[1])
+
+
+def _score_fusion(*rankings, weights) -> list[tuple[str, float]]:
+    """Weighted sum of each ranking's scores min-max scaled to [0, 1] over its own list (an id absent from a
+    list gets 0 from it): a far-ahead first hit stays far ahead, which rank fusion cannot express.
+
+    Example: _score_fusion([("a", .9), ("b", .5)], [("b", 9.), ("a", 1.)], weights=(.5, .5)) -> b .5, a .5
+    """
+    total: dict[str, float] = {}
+    for ranking, weight in zip(rankings, weights):
+        scores = [s for _, s in ranking]
+        low, span = min(scores, default=0.0), (max(scores, default=0.0) - min(scores, default=0.0)) or 1.0
+        for doc, score in ranking:
+            total[doc] = total.get(doc, 0.0) + weight * (score - low) / span
     return sorted(total.items(), key=lambda kv: -kv[1])
 
 
