@@ -16,7 +16,19 @@ interval, and model FLOPs utilisation: 4 x (non-embedding parameters) FLOPs per 
 forward and the backward to the activations; frozen weights get no gradient), plus the LM head where
 label scoring computes it, over this machine's fp32 (or bf16) matmul peak from `bench/peak.py`.
 
+Suite `qa`: CMRC 2018 trial (`../shared/data/cmrc2018/`), paragraphs shuffled (seed 42) and split so no
+paragraph straddles train and test, --train / --test questions (all answerable), all-minilm-l6-v2 (gemma has
+no question-answering class in transformers for the peer to load), full fine-tuning, windows of 256 tokens
+with stride 64, answers up to 100 tokens, batch 16, lr 1e-4, warmup 0.1, 1 epoch, fp32 or bf16 as above.
+- peer: `bench/peer_qa.py` (the `run_qa.py` way: every window padded to 256, AutoModelForQuestionAnswering);
+- tasktune-qa: `tasktune train` with `task.name: extractive_qa` (windows padded per batch; the span head with
+  its learned "no answer"; the null threshold left at 0, nothing fitted on the test rows).
+Speed is questions/s (training questions over the training loop's runtime: both sides cut the same windows);
+quality EM and F1 by the CMRC 2018 rules, with a bootstrap interval on F1. No MFU (an encoder's FLOPs per
+padded window are what both pay).
+
 Run: python bench/compare.py --suite classification [--train 200] [--test 200] [--repeats 3]
+     python bench/compare.py --suite qa --train 150 --test 100 --out bench/compare_qa.json
 """
 
 from __future__ import annotations
@@ -108,15 +120,96 @@ def mfu(samples_per_s: float, facts: dict, machine: dict, label_scoring: bool, b
     return samples_per_s * per_row / peak_flops
 
 
+QA_DATA = ROOT.parent / "shared" / "data" / "cmrc2018" / "cmrc2018_trial.json"
+QA_TASKTUNE = ["task.name=extractive_qa", "model.name=all-minilm-l6-v2", "model.max_length=256", "task.doc_stride=64",
+               "task.max_answer_tokens=100", "task.metric_language=zh", "task.fit_threshold_after_training=false",
+               "train.epochs=1", "train.batch_size=16", "train.learning_rate=1e-4", "train.warmup_ratio=0.1",
+               "train.bf16=auto", "train.eval_during_training=false", "baseline.after_training=false", "train.seed=0"]
+
+
+def qa_split(out: Path, n_train: int, n_test: int) -> tuple[Path, Path]:
+    """train.jsonl / test.jsonl of CMRC questions, split by paragraph."""
+    from tasktune.data.convert import from_squad
+
+    rows = from_squad(str(QA_DATA))[0]
+    paragraphs = sorted({r["record_id"] for r in rows})
+    random.Random(42).shuffle(paragraphs)
+    order = {p: i for i, p in enumerate(paragraphs)}
+    rows.sort(key=lambda r: order[r["record_id"]])
+    train = rows[:n_train]
+    boundary = {r["record_id"] for r in train}
+    test = [r for r in rows[n_train:] if r["record_id"] not in boundary][:n_test]
+    paths = out / "qa_train.jsonl", out / "qa_test.jsonl"
+    for path, part in zip(paths, (train, test)):
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
+    return paths
+
+
+def run_qa_peer(out: Path, files: tuple[Path, Path], repeat: int, n_train: int) -> dict:
+    from tasktune.metrics.bootstrap import bootstrap_ci
+    from tasktune.models.loading import resolve_model
+
+    result_path = out / f"qa-peer-r{repeat}.json"
+    m = measured([sys.executable, str(ROOT / "bench" / "peer_qa.py"), resolve_model("all-minilm-l6-v2"),
+                  str(files[0]), str(files[1]), str(result_path)])
+    r = json.loads(result_path.read_text())
+    f1 = r["row_f1"]
+    return {"questions_per_s": n_train / r["train_runtime"], "exact": r["exact"], "f1": r["f1"],
+            "f1_ci95": [100 * x for x in bootstrap_ci(f1, lambda idx: sum(f1[i] for i in idx) / len(idx))],
+            "peak_rss_gib": m["peak_rss_gib"], "wall_s": m["seconds"]}
+
+
+def run_qa_tasktune(out: Path, files: tuple[Path, Path], repeat: int, n_train: int) -> dict:
+    from tasktune.compare import compare
+
+    folder = out / f"qa-tasktune-r{repeat}"
+    m = measured([sys.executable, "-m", "tasktune", "train", str(out / "empty.yaml"), *QA_TASKTUNE,
+                  f"data.train={files[0]}", f"data.eval={files[1]}", f"output_dir={folder}", "--overwrite"])
+    metrics = compare([str(folder)])["methods"][folder.name]
+    return {"questions_per_s": n_train / history_value(folder, "train_runtime"), "exact": metrics["exact"]["value"],
+            "f1": metrics["f1"]["value"], "f1_ci95": metrics["f1"]["ci95"], "peak_rss_gib": m["peak_rss_gib"],
+            "wall_s": m["seconds"]}
+
+
+def qa_suite(a) -> None:
+    out = runs_folder(QA_DATA, a.runs)
+    if out is None:
+        return
+    out = out.resolve()
+    (out / "empty.yaml").write_text("{}\n")
+    files = qa_split(out, a.train, a.test)
+    runs: dict[str, list[dict]] = {"peer": [], "tasktune-qa": []}
+    for repeat in range(a.repeats):  # interleaved, as in the classification suite
+        runs["peer"].append(run_qa_peer(out, files, repeat, a.train))
+        runs["tasktune-qa"].append(run_qa_tasktune(out, files, repeat, a.train))
+        print(json.dumps({k: v[-1] for k, v in runs.items()}), flush=True)
+    peer_speed = statistics.median(r["questions_per_s"] for r in runs["peer"])
+    table = {}
+    print("| tool | questions/s (median, min-max) | x peer | peak RSS GiB | EM | F1 [95% CI] |")
+    for tool, rs in runs.items():
+        speeds = [r["questions_per_s"] for r in rs]
+        med = statistics.median(speeds)
+        table[tool] = {"questions_per_s": med, "min": min(speeds), "max": max(speeds), "ratio": med / peer_speed,
+                       "peak_rss_gib": max(r["peak_rss_gib"] for r in rs), "exact": rs[0]["exact"],
+                       "f1": rs[0]["f1"], "f1_ci95": rs[0]["f1_ci95"]}
+        t = table[tool]
+        print(f"| {tool} | {med:.3f} ({t['min']:.3f}-{t['max']:.3f}) | {t['ratio']:.2f}x | {t['peak_rss_gib']:.2f} | "
+              f"{t['exact']:.1f} | {t['f1']:.1f} [{t['f1_ci95'][0]:.1f}, {t['f1_ci95'][1]:.1f}] |")
+    Path(a.out).write_text(json.dumps({"suite": "qa", "rows": {"train": a.train, "test": a.test}, "runs": runs,
+                                       "table": table}, indent=2) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", choices=["classification"], default="classification")
+    p.add_argument("--suite", choices=["classification", "qa"], default="classification")
     p.add_argument("--train", type=int, default=200)
     p.add_argument("--test", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--runs", default="bench_runs/compare")
     p.add_argument("--out", default="bench/compare_classification.json")
     a = p.parse_args()
+    if a.suite == "qa":
+        return qa_suite(a)
     out = runs_folder(DATA, a.runs)
     if out is None:
         return

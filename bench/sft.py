@@ -56,9 +56,9 @@ def split(out: Path, n_eval: int, n_train: int, seed: int) -> tuple[Path, Path]:
 
 
 def quality(out: Path, files: tuple[Path, Path], a) -> dict:
-    folder = out / f"mug_title_s{a.seed}"
+    folder = out / ("-".join([f"mug_title_s{a.seed}", *a.set]).replace("/", "_"))
     args = [f"data.train={files[1]}", f"data.eval={files[0]}", "data.max_train_rows=null", "data.max_eval_rows=null",
-            f"train.seed={a.seed}"]
+            f"train.seed={a.seed}", *a.set]
     run = train_subprocess(out, args, folder, config=CONFIG)
     print("quality run", json.dumps(run), flush=True)
     from tasktune.compare import compare
@@ -189,6 +189,8 @@ def main() -> None:
     p.add_argument("--reuse-peer", action="store_true", help="keep LLaMA-Factory's figures when its config is unchanged")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="quality: a setting on top of the example's (e.g. task.answer_end=turn_end); pair with --out")
     p.add_argument("--runs", default="bench_runs/sft")
     p.add_argument("--out", default="bench/sft.json")
     a = p.parse_args()

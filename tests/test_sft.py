@@ -419,8 +419,8 @@ def test_generation_stops_at_the_templates_end_of_turn(tiny_qwen):
     assert turn_end_id(tok) is None and stop_ids(None, tok) == [tok.eos_token_id]
 
 
-def test_a_trained_answer_ends_with_the_templates_end_of_turn(tiny_qwen):
-    """gemma's template closes an assistant turn with <end_of_turn>: training teaches that token, not EOS."""
+def test_a_trained_answer_ends_with_eos_or_the_templates_end_of_turn(tiny_qwen):
+    """task.answer_end: EOS by default; turn_end teaches the template's <end_of_turn> instead (EOS without one)."""
     from transformers import AutoTokenizer
 
     from tasktune.models.catalog import GEMMA_TEMPLATE
@@ -428,11 +428,12 @@ def test_a_trained_answer_ends_with_the_templates_end_of_turn(tiny_qwen):
 
     tok = AutoTokenizer.from_pretrained(tiny_qwen)
     tok.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]})
-    cfg = _cfg(tiny_qwen)
+    cfg, turn = _cfg(tiny_qwen), _cfg(tiny_qwen, "task.answer_end=turn_end")
     row = SFT().parse_row(ALPACA, cfg, None)
-    for template, end in ((GEMMA_TEMPLATE, tok.convert_tokens_to_ids("<end_of_turn>")),
-                          (PLAIN_TEMPLATE, tok.eos_token_id)):
+    end_of_turn = tok.convert_tokens_to_ids("<end_of_turn>")
+    for template, settings, end in ((GEMMA_TEMPLATE, cfg, tok.eos_token_id), (GEMMA_TEMPLATE, turn, end_of_turn),
+                                    (PLAIN_TEMPLATE, turn, tok.eos_token_id)):
         tok.chat_template = template
-        feat = encode_row(tok, row, cfg)[0]
+        feat = encode_row(tok, row, settings)[0]
         assert feat["input_ids"][-1] == end and feat["labels"][-1] == end
-        assert tok.eos_token_id not in feat["labels"] or end == tok.eos_token_id
+        assert feat["labels"].count(tok.eos_token_id) == (end == tok.eos_token_id)
