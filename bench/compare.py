@@ -22,7 +22,8 @@ no question-answering class in transformers for the peer to load), full fine-tun
 with stride 64, answers up to 100 tokens, batch 16, lr 1e-4, warmup 0.1, 1 epoch, fp32 or bf16 as above.
 - peer: `bench/peer_qa.py` (the `run_qa.py` way: every window padded to 256, AutoModelForQuestionAnswering);
 - tasktune-qa: `tasktune train` with `task.name: extractive_qa` (windows padded per batch; the span head with
-  its learned "no answer"; the null threshold left at 0, nothing fitted on the test rows).
+  its learned "no answer" score, which `task.null_threshold: -1000` keeps from ever winning: every test
+  question has an answer and the peer, like `run_qa.py` without `--version_2_with_negative`, never abstains).
 Speed is questions/s (training questions over the training loop's runtime: both sides cut the same windows);
 quality EM and F1 by the CMRC 2018 rules, with a bootstrap interval on F1. No MFU (an encoder's FLOPs per
 padded window are what both pay).
@@ -123,6 +124,7 @@ def mfu(samples_per_s: float, facts: dict, machine: dict, label_scoring: bool, b
 QA_DATA = ROOT.parent / "shared" / "data" / "cmrc2018" / "cmrc2018_trial.json"
 QA_TASKTUNE = ["task.name=extractive_qa", "model.name=all-minilm-l6-v2", "model.max_length=256", "task.doc_stride=64",
                "task.max_answer_tokens=100", "task.metric_language=zh", "task.fit_threshold_after_training=false",
+               "task.null_threshold=-1000",
                "train.epochs=1", "train.batch_size=16", "train.learning_rate=1e-4", "train.warmup_ratio=0.1",
                "train.bf16=auto", "train.eval_during_training=false", "baseline.after_training=false", "train.seed=0"]
 
@@ -171,26 +173,39 @@ def run_qa_tasktune(out: Path, files: tuple[Path, Path], repeat: int, n_train: i
             "wall_s": m["seconds"]}
 
 
-def qa_suite(a) -> None:
-    out = runs_folder(QA_DATA, a.runs)
+def speed_summary(runs: dict[str, list[dict]], tool: str, key: str) -> tuple[float, dict]:
+    """(median of `tool`'s repeats, {min, max, ratio to the peer's median})."""
+    speeds = [r[key] for r in runs[tool]]
+    med = statistics.median(speeds)
+    return med, {"min": min(speeds), "max": max(speeds), "ratio": med / statistics.median(r[key] for r in runs["peer"])}
+
+
+def _runs(data: Path, runs: str) -> Path | None:
+    """The suite's runs folder (absolute, with the empty config every `tasktune train` here starts from), or
+    None when the shared data is absent."""
+    out = runs_folder(data, runs)
     if out is None:
-        return
+        return None
     out = out.resolve()
     (out / "empty.yaml").write_text("{}\n")
+    return out
+
+
+def qa_suite(a) -> None:
+    out = _runs(QA_DATA, a.runs)
+    if out is None:
+        return
     files = qa_split(out, a.train, a.test)
     runs: dict[str, list[dict]] = {"peer": [], "tasktune-qa": []}
     for repeat in range(a.repeats):  # interleaved, as in the classification suite
         runs["peer"].append(run_qa_peer(out, files, repeat, a.train))
         runs["tasktune-qa"].append(run_qa_tasktune(out, files, repeat, a.train))
         print(json.dumps({k: v[-1] for k, v in runs.items()}), flush=True)
-    peer_speed = statistics.median(r["questions_per_s"] for r in runs["peer"])
     table = {}
     print("| tool | questions/s (median, min-max) | x peer | peak RSS GiB | EM | F1 [95% CI] |")
     for tool, rs in runs.items():
-        speeds = [r["questions_per_s"] for r in rs]
-        med = statistics.median(speeds)
-        table[tool] = {"questions_per_s": med, "min": min(speeds), "max": max(speeds), "ratio": med / peer_speed,
-                       "peak_rss_gib": max(r["peak_rss_gib"] for r in rs), "exact": rs[0]["exact"],
+        med, speed = speed_summary(runs, tool, "questions_per_s")
+        table[tool] = {"questions_per_s": med, **speed, "peak_rss_gib": max(r["peak_rss_gib"] for r in rs), "exact": rs[0]["exact"],
                        "f1": rs[0]["f1"], "f1_ci95": rs[0]["f1_ci95"]}
         t = table[tool]
         print(f"| {tool} | {med:.3f} ({t['min']:.3f}-{t['max']:.3f}) | {t['ratio']:.2f}x | {t['peak_rss_gib']:.2f} | "
@@ -210,11 +225,9 @@ def main() -> None:
     a = p.parse_args()
     if a.suite == "qa":
         return qa_suite(a)
-    out = runs_folder(DATA, a.runs)
+    out = _runs(DATA, a.runs)
     if out is None:
         return
-    out = out.resolve()
-    (out / "empty.yaml").write_text("{}\n")
     files = split(out, a.train, a.test)
     machine, facts = peak(), model_facts(files[0])
     print(json.dumps({"machine": machine, "model": facts}), flush=True)
@@ -225,15 +238,12 @@ def main() -> None:
             runs[tool].append(run_tasktune(out, files, tool, repeat))
         print(json.dumps({k: v[-1] for k, v in runs.items()}), flush=True)
         Path(a.out).write_text(json.dumps({"machine": machine, "model": facts, "runs": runs}, indent=2) + "\n")
-    peer_speed = statistics.median(r["samples_per_s"] for r in runs["peer"])
     table = {}
     print("| tool | samples/s (median, min-max) | tokens/s | x peer | MFU | peak RSS GiB | accuracy [95% CI] |")
     for tool, rs in runs.items():
-        speeds = [r["samples_per_s"] for r in rs]
-        med = statistics.median(speeds)
+        med, speed = speed_summary(runs, tool, "samples_per_s")
         bf16 = any(r.get("precision", {}).get("bf16") for r in rs)
-        table[tool] = {"samples_per_s": med, "min": min(speeds), "max": max(speeds),
-                       "tokens_per_s": med * facts["tokens_per_row"], "ratio": med / peer_speed,
+        table[tool] = {"samples_per_s": med, **speed, "tokens_per_s": med * facts["tokens_per_row"],
                        "mfu": mfu(med, facts, machine, tool == "tasktune-label", bf16),
                        "peak_rss_gib": max(r["peak_rss_gib"] for r in rs), "accuracy": rs[0]["accuracy"],
                        "ci95": rs[0]["ci95"]}

@@ -28,7 +28,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gpu_throughput import WORDS, _peak_memory, _reset_memory, build_model, matmul_peak, non_embedding_params  # noqa: E402
+from gpu_throughput import (WORDS, _peak_memory, _reset_memory, build_model, finish, matmul_peak,  # noqa: E402
+                            non_embedding_params)
 
 MAX_LENGTH = 1024
 
@@ -145,16 +146,7 @@ def main() -> None:
                        "peak_gpu_gib": round(got["peak_gpu_gib"], 2), "train_runtime_s": round(seconds, 2)}
         print(name, table[name], flush=True)
         Path(a.out).write_text(json.dumps({**result, "variants": table}, indent=2) + "\n")  # a cut run keeps these
-    first = next(iter(table.values()))
-    for m in table.values():
-        if "samples_per_s" in m and "samples_per_s" in first:
-            m["vs_peer"] = round(m["samples_per_s"] / first["samples_per_s"], 2)
-    result["variants"] = table
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| variant ({result['device']}) | samples/s | tokens/s | MFU % | peak GiB | x peer |")
-    for name, m in table.items():
-        print(f"| {name} | {m.get('samples_per_s')} | {m.get('tokens_per_s')} | {m.get('mfu_pct')} | "
-              f"{m.get('peak_gpu_gib')} | {m.get('vs_peer')} |")
+    finish(result, table, a.out)
 
 
 if __name__ == "__main__":

@@ -209,15 +209,21 @@ def main() -> None:
                        "mfu_pct": round(100 * 4 * n * sum(tokens) / seconds / (peak * 1e12), 2),
                        "peak_gpu_gib": round(got["peak_gpu_gib"], 2), "train_runtime_s": round(seconds, 2)}
         print(name, table[name], flush=True)
-    peer = table["peer: Trainer + SEQ_CLS + LoRA, pad 128"]["samples_per_s"]
-    for name, m in table.items():
-        m["vs_peer"] = round(m["samples_per_s"] / peer, 2)
+    finish(result, table, a.out)
+
+
+def finish(result: dict, table: dict, out: str) -> None:
+    """Each variant's speed over the first's (the peer), the JSON written, the table printed."""
+    first = next(iter(table.values()))
+    for m in table.values():
+        if "samples_per_s" in m and "samples_per_s" in first:
+            m["vs_peer"] = round(m["samples_per_s"] / first["samples_per_s"], 2)
     result["variants"] = table
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"| variant ({result['device']}) | samples/s | tokens/s | MFU % | peak GiB | x peer |")
     for name, m in table.items():
-        print(f"| {name} | {m['samples_per_s']} | {m['tokens_per_s']} | {m['mfu_pct']} | {m['peak_gpu_gib']} | "
-              f"{m['vs_peer']} |")
+        print(f"| {name} | {m.get('samples_per_s')} | {m.get('tokens_per_s')} | {m.get('mfu_pct')} | "
+              f"{m.get('peak_gpu_gib')} | {m.get('vs_peer')} |")
 
 
 def _scoring() -> list[str]:
