@@ -187,6 +187,11 @@ def test_retrieval_run_through_the_cli(ret_bert, retrieval_files, tmp_path, caps
     fused = [json.loads(x) for x in (run / "eval/eval-task.fusion=rrf/predictions.jsonl").read_text().splitlines()]
     assert len(fused) == 8 and fused[0]["scores"][0] <= 2 / 61 + 1e-9  # RRF scores: at most 1/(60+1) per ranking
     assert (run / "eval/eval/metrics.json").read_text() == own
+    # Score fusion through the same path: scaled scores weighted 0.3 / 0.7 add up to at most 1.
+    assert main(["eval", str(run), "--set", "task.fusion=scores", "--set", "task.fusion_weight=0.3"]) == 0
+    scored = [json.loads(x) for x in
+              (run / "eval/eval-task.fusion=scores-task.fusion_weight=0.3/predictions.jsonl").read_text().splitlines()]
+    assert len(scored) == 8 and all(0 <= p["scores"][0] <= 1 + 1e-9 for p in scored)
     # Combining the starting and trained models needs an adapter: this run trained full weights.
     assert main(["eval", str(run), "--set", "task.combine=scores"]) == 2
     assert "task.combine=scores needs model.lora" in capsys.readouterr().err

@@ -383,7 +383,7 @@ def rank_rows(model, tokenizer, rows, cfg, state, batch_size, passages=None) -> 
         lexical = bm25_rankings(corpus, [r["query"] for r in rows], depth, state["language"])
         weights = (t.fusion_weight, 1 - t.fusion_weight)
         fuse = (lambda d, b: _rrf(d, b, k=t.fusion_k, weights=weights)) if t.fusion == "rrf" else \
-            (lambda d, b: _score_fusion(d, b, weights))
+            (lambda d, b: _score_fusion(d, b, weights=weights))
         dense = [fuse(d, b)[:max(t.top_k, K)] for d, b in zip(dense, lexical)]
     return [_prediction(r, found_row) for r, found_row in zip(rows, dense)]
 
