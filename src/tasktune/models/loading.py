@@ -122,6 +122,27 @@ def attention_kwargs(path: str, cfg, config=None) -> dict:
                     f"transformers (types that do: {', '.join(BIDIRECTIONAL_TYPES)}); use model.attention=causal")
 
 
+def attn_kwargs(name: str | None, for_training: bool) -> dict:
+    """from_pretrained kwargs for model.attn_implementation ({} leaves transformers' default, sdpa).
+
+    Refused up front where it cannot run: flex_attention has no backward pass on CPUs (torch 2.13),
+    flash_attention_2 needs the flash-attn package and a GPU.
+    """
+    if name is None:
+        return {}
+    import importlib.util
+
+    import torch
+
+    if name == "flex_attention" and for_training and not torch.cuda.is_available():
+        raise UserError("model.attn_implementation=flex_attention trains on GPUs only (PyTorch has no flex "
+                        "attention backward pass on CPUs); remove it or use sdpa")
+    if name == "flash_attention_2" and (not torch.cuda.is_available() or importlib.util.find_spec("flash_attn") is None):
+        raise UserError("model.attn_implementation=flash_attention_2 needs a CUDA GPU and the flash-attn package "
+                        "(pip install flash-attn); remove it or use sdpa / flex_attention")
+    return {"attn_implementation": name}
+
+
 # Decoder configs with a `use_bidirectional_attention` switch in transformers 5 (for the message above).
 BIDIRECTIONAL_TYPES = ("gemma", "gemma2", "gemma3_text", "gemma3n_text", "gemma4_text")
 

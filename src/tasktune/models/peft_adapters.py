@@ -153,29 +153,6 @@ def quantization_kwargs(mode: str | None, bf16="auto") -> dict:
                                                       bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute)}
 
 
-def attn_kwargs(name: str | None, for_training: bool) -> dict:
-    """from_pretrained kwargs for model.attn_implementation ({} leaves transformers' default, sdpa).
-
-    Refused up front where it cannot run: flex_attention has no backward pass on CPUs (torch 2.13),
-    flash_attention_2 needs the flash-attn package and a GPU.
-    """
-    if name is None:
-        return {}
-    import importlib.util
-
-    import torch
-
-    from tasktune.errors import UserError
-
-    if name == "flex_attention" and for_training and not torch.cuda.is_available():
-        raise UserError("model.attn_implementation=flex_attention trains on GPUs only (PyTorch has no flex "
-                        "attention backward pass on CPUs); remove it or use sdpa")
-    if name == "flash_attention_2" and (not torch.cuda.is_available() or importlib.util.find_spec("flash_attn") is None):
-        raise UserError("model.attn_implementation=flash_attention_2 needs a CUDA GPU and the flash-attn package "
-                        "(pip install flash-attn); remove it or use sdpa / flex_attention")
-    return {"attn_implementation": name}
-
-
 def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool):
     """Load weights at `path` with `loader(path, **kwargs)`, adapting them for training or inference.
 
@@ -188,6 +165,8 @@ def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool
     import torch
 
     quant = quantization_kwargs(cfg.model.quantization, cfg.train.bf16)
+    from tasktune.models.loading import attn_kwargs
+
     attn = attn_kwargs(cfg.model.attn_implementation, for_training)
     if is_adapter(path):
         return load_adapter(loader(adapter_base(path), **quant, **attn), path)

@@ -203,14 +203,15 @@ class Retrieval:
         stats, pooling = state.get("standardizer"), cfg.task.pooling
         queries = encoder.embeddings(model, batch["input_ids"], batch["attention_mask"], pooling, stats)
         passages = encoder.embeddings(model, batch["passage_input_ids"], batch["passage_attention_mask"], pooling, stats)
-        target, is_positive = batch["target"], batch["is_positive"]
+        target, docs = batch["target"], batch["passage_doc"]
         if cfg.task.loss == "infonce":
             # On several processes every query meets every process's passages, as one process with the
             # whole batch would (in-batch negatives would otherwise shrink with the process count).
             passages, offset = gather_rows(passages)
-            docs = gather_rows(batch["passage_doc"])[0]
+            docs = gather_rows(docs)[0]
             target = target + offset
-            is_positive = (batch["positive_docs"].unsqueeze(-1) == docs.view(1, 1, -1)).any(1)
+        # A query's known positives among the passages it meets, by corpus index (any process's passages).
+        is_positive = (batch["positive_docs"].unsqueeze(-1) == docs.view(1, 1, -1)).any(1)
         sim = queries @ passages.T                                                   # (queries, passages)
         others = is_positive & ~torch.nn.functional.one_hot(target, sim.shape[1]).bool()
         if cfg.task.loss == "infonce":
@@ -285,7 +286,8 @@ class Retrieval:
 
 class PairCollator:
     """Features -> the queries as one padded batch and every query's passages (its positive first, then its
-    hard negatives) as another; the masks say which passages are a query's known positives and own negatives."""
+    hard negatives) as another; each passage's corpus index and each query's positive indices (to find its known
+    positives among any passages, another process's too), and a mask of its own hard negatives."""
 
     def __init__(self, pad_id: int | None):
         self.pad = pad_id if pad_id is not None else 0
@@ -311,7 +313,7 @@ class PairCollator:
         is_pos = torch.tensor([[d in set(f["positive_index"]) for d in doc] for f in feats])
         width = max(len(f["positive_index"]) for f in feats)
         return {"input_ids": q_ids, "attention_mask": q_mask, "passage_input_ids": p_ids,
-                "passage_attention_mask": p_mask, "target": torch.tensor(target), "is_positive": is_pos,
+                "passage_attention_mask": p_mask, "target": torch.tensor(target),
                 "own_negative": own & ~is_pos, "loss_items": len(feats),
                 # Corpus indices, to find each query's known positives among other processes' passages too.
                 "passage_doc": torch.tensor(doc), "positive_docs": torch.tensor(
