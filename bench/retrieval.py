@@ -12,7 +12,8 @@ with its starting model (task.combine scores and weights, w 0.5).
 Variants: causal-last (causal attention, last-token pooling) and bidir-mean (bidirectional attention,
 mean pooling), both with per-dimension standardisation.
 
-Run: python bench/retrieval.py [--variants bidir-mean] [--train-rows 400] [--reuse]
+Run: python bench/retrieval.py [--variants bidir-mean] [--train-rows 400] [--reuse] [--set train.epochs=2]
+     [--fusion-only]
 """
 
 from __future__ import annotations
@@ -52,6 +53,27 @@ def _seconds_to_stage1(run: Path) -> float | None:
     return round((done - stamps[0][0]).total_seconds(), 1) if done and stamps else None
 
 
+def paired_vs_bm25(run: Path, split: str) -> dict:
+    """Differences of `run`'s eval/`split` from BM25 on the same held-out questions, with paired 95% intervals.
+
+    The split evaluated with --set overrides has no baselines of its own; BM25's predictions of the plain
+    eval split are of the same rows, so both go into a scratch copy that `compare --against bm25` reads.
+    """
+    import shutil
+    import tempfile
+
+    from tasktune.compare import compare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp) / run.name
+        (scratch / "best").mkdir(parents=True)
+        (scratch / "eval/eval/baselines").mkdir(parents=True)
+        shutil.copy(run / "best/tasktune.json", scratch / "best/tasktune.json")
+        shutil.copy(run / "eval" / split / "predictions.jsonl", scratch / "eval/eval/predictions.jsonl")
+        shutil.copy(run / "eval/eval/baselines/bm25.jsonl", scratch / "eval/eval/baselines/bm25.jsonl")
+        return compare([str(scratch)], against="bm25")["differences"][run.name]
+
+
 def chunk_set(out: Path) -> Path:
     """The CMRC trial as a retrieval set of 120-character chunks in `out`/cmrc_ret (converted once)."""
     data = out / "cmrc_ret"
@@ -68,6 +90,8 @@ def main() -> None:
     p.add_argument("--runs", default="bench_runs/retrieval")
     p.add_argument("--out", default="bench/retrieval.json")
     p.add_argument("--reuse", action="store_true", help="keep a variant's finished run (one with comparison.json)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides for every run")
+    p.add_argument("--fusion-only", action="store_true", help="of the extra evaluations, run the BM25 fusions only")
     a = p.parse_args()
     out = runs_folder(DATA, a.runs)
     if out is None:
@@ -77,7 +101,7 @@ def main() -> None:
 
     result, table = {"convert": json.loads((data / "convert.json").read_text()), "runs": {}}, {}
     common = [f"task.corpus={data / 'corpus.jsonl'}", f"data.train={data / 'queries.jsonl'}", "data.seed=0",
-              f"data.max_train_rows={a.train_rows}"]
+              f"data.max_train_rows={a.train_rows}", *a.set]
     for name in a.variants:
         folder = out / name
         cfg_args = [*common, *VARIANTS[name]]
@@ -97,19 +121,26 @@ def main() -> None:
             table[f"{name}: {method}" if method != "bm25" else "bm25"] = m
         print(name, json.dumps(result["runs"][name]), flush=True)
     best = max(a.variants, key=lambda n: table[f"{n}: {n}"]["mrr@10"]["value"])
-    for overrides, label in EXTRA_EVALS.items():  # the best variant again: fused with BM25, combined with stage 1
+    extra = {o: label for o, label in EXTRA_EVALS.items() if not a.fusion_only or o[0].startswith("task.fusion")}
+    for overrides, label in extra.items():  # the best variant again: fused with BM25, combined with stage 1
         split = "-".join(["eval", *overrides])
         if not (a.reuse and (out / best / "eval" / split / "metrics.json").is_file()):
             sets = [arg for o in overrides for arg in ("--set", o)]
             subprocess.run([sys.executable, "-m", "tasktune", "eval", str(out / best), *sets], check=True,
                            capture_output=True)
         table[f"{best} {label}"] = compare([str(out / best)], split=split)["methods"][best]
+        result.setdefault("minus_bm25_paired", {})[f"{best} {label}"] = paired_vs_bm25(out / best, split)
+    result.setdefault("minus_bm25_paired", {})[best] = paired_vs_bm25(out / best, "eval")
     result["quality"] = table
     Path(a.out).write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
     keys = ("top1", "top3", "top5", "mrr@10")
     print("| method | " + " | ".join(keys) + " |")
     for name, m in table.items():
         print(f"| {name} | " + " | ".join(f"{m[k]['value']:.3f} [{m[k]['ci95'][0]:.3f}, {m[k]['ci95'][1]:.3f}]"
+                                          for k in keys) + " |")
+    print("minus BM25, paired 95% intervals (same questions, same resamples):")
+    for name, m in result["minus_bm25_paired"].items():
+        print(f"| {name} | " + " | ".join(f"{m[k]['value']:+.3f} [{m[k]['ci95'][0]:+.3f}, {m[k]['ci95'][1]:+.3f}]"
                                           for k in keys) + " |")
 
 

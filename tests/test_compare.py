@@ -66,3 +66,24 @@ def test_compare_extractive_qa_runs(tmp_path):
     _meta(tmp_path / "cls", "classification", {"labels": ["a", "b"], "label_counts": {}})
     with pytest.raises(UserError, match="one task family"):
         compare([str(tmp_path / "qa"), str(tmp_path / "cls")])
+
+
+def test_paired_difference_settles_what_overlapping_intervals_cannot(tmp_path):
+    """B is right on a subset of A's rows: separate intervals overlap, the paired interval of A - B excludes 0."""
+    state = {"labels": ["neg", "pos"], "label_counts": {}}
+    gold = ["pos", "neg"] * 50
+    flip = {"pos": "neg", "neg": "pos"}
+    for name, right in (("a", 70), ("b", 62)):
+        _meta(tmp_path / name, "classification", state)
+        _write(tmp_path / f"{name}/eval/eval/predictions.jsonl",
+               _labels(gold, [g if i < right else flip[g] for i, g in enumerate(gold)]))
+    result = compare([str(tmp_path / "a"), str(tmp_path / "b")], samples=500, against="b",
+                     out=str(tmp_path / "c.json"))
+    m, d = result["methods"], result["differences"]
+    assert m["a"]["accuracy"]["ci95"][0] < m["b"]["accuracy"]["ci95"][1]  # separate intervals overlap
+    assert set(d) == {"a"} and d["a"]["accuracy"]["value"] == pytest.approx(0.08)
+    lo, hi = d["a"]["accuracy"]["ci95"]
+    assert 0 < lo < 0.08 < hi < 0.16  # only rows 62-69 differ: every resample has A >= B
+    assert json.loads((tmp_path / "c.json").read_text())["against"] == "b"
+    with pytest.raises(UserError, match="available: a, b"):
+        compare([str(tmp_path / "a"), str(tmp_path / "b")], against="bm25")

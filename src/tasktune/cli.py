@@ -3,7 +3,7 @@
     tasktune train cfg.yaml [key.sub=value ...] [--overwrite]      -> run.train
     tasktune eval RUN | --model M --task T --data F [--baseline]    -> run.evaluate
     tasktune predict RUN --text T | --input F [--output F] | --interactive -> run.predict
-    tasktune compare RUN... [--out F]                               -> compare.compare
+    tasktune compare RUN... [--against NAME] [--out F]             -> compare.compare
     tasktune export RUN --out DIR [--merge-lora]                    -> export.export_run
     tasktune index build --model M --corpus F --out DIR | search DIR --query Q -> indexing.index_build / index_search
     tasktune chat MODEL [--system S]                                 -> chat.chat
@@ -75,7 +75,7 @@ def cmd_predict(a):
 def cmd_compare(a):
     from tasktune.compare import compare
 
-    compare(a.runs, split=a.split, out=a.out, samples=a.samples)
+    compare(a.runs, split=a.split, out=a.out, samples=a.samples, against=a.against)
 
 
 def cmd_export(a):
@@ -211,6 +211,8 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("--split", default="eval", help="eval/<split> to compare (default eval)")
     c.add_argument("--out", help="write the table as JSON here")
     c.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
+    c.add_argument("--against", metavar="NAME", help="also give each method's difference from this one (a run "
+                   "folder's name or a baseline such as bm25, zero_shot, majority) with a paired 95%% interval")
     c.set_defaults(func=cmd_compare)
 
     x = sub.add_parser("export", help="write a run's best model as a standalone folder")
