@@ -80,12 +80,12 @@ def _save_bert(folder, tok, positions: int) -> str:
     return str(folder)
 
 
-def _save_qwen(folder, tok, positions: int) -> str:
+def _save_qwen(folder, tok, positions: int, hidden: int = 32) -> str:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=positions,
                          eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
     Qwen2ForCausalLM(config).save_pretrained(folder)
@@ -103,6 +103,12 @@ def tiny_bert(tmp_path_factory):
 def tiny_qwen(tmp_path_factory):
     """A 2-layer Qwen2-style decoder (hidden 32) with a byte-level BPE tokenizer and no pad token."""
     return _save_qwen(tmp_path_factory.mktemp("tiny-qwen"), _bpe_tokenizer(), 128)
+
+
+@pytest.fixture(scope="session")
+def qwen64(tmp_path_factory):
+    """tiny_qwen at hidden 64: bitsandbytes quantizes in blocks of 64, so a 4-bit (QLoRA) base needs dims >= 64."""
+    return _save_qwen(tmp_path_factory.mktemp("qwen64"), _bpe_tokenizer(), 128, hidden=64)
 
 
 @pytest.fixture(scope="session")

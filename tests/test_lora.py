@@ -87,20 +87,11 @@ def test_dtype_policy_trainable_weights_are_fp32(tiny_qwen, tmp_path, cpu_bf16):
     assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad and "score" in n)
 
 
-def test_qlora_trains_adapters_on_a_4bit_base(tiny_qwen, sentiment_files, tmp_path):
+def test_qlora_trains_adapters_on_a_4bit_base(qwen64, sentiment_files, tmp_path):
     pytest.importorskip("bitsandbytes")
     from tasktune.run import load_run, train
 
-    import torch
-    from transformers import AutoConfig, AutoTokenizer, Qwen2ForCausalLM
-
-    # bitsandbytes quantizes in blocks of 64: every quantized matrix needs dims of 64 or more.
-    base = tmp_path / "qwen64"
-    config = AutoConfig.from_pretrained(tiny_qwen)
-    config.update({"hidden_size": 64, "intermediate_size": 128, "num_key_value_heads": 2, "head_dim": 32})
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(config).save_pretrained(base)
-    AutoTokenizer.from_pretrained(tiny_qwen).save_pretrained(base)
+    base = qwen64
     train_f, eval_f = sentiment_files
     run = tmp_path / "run"
     train(load_config(None, base_config(str(base), train_f, eval_f, run, **{

@@ -437,3 +437,35 @@ def test_a_trained_answer_ends_with_eos_or_the_templates_end_of_turn(tiny_qwen):
         feat = encode_row(tok, row, settings)[0]
         assert feat["input_ids"][-1] == end and feat["labels"][-1] == end
         assert feat["labels"].count(tok.eos_token_id) == (end == tok.eos_token_id)
+
+
+def test_qlora_sft_trains_packed_on_a_4bit_base_and_exports_a_plain_merged_model(qwen64, tmp_path, capsys):
+    """SFT with model.quantization=4bit: adapters train on a frozen 4-bit base (packed rows), generation runs
+    on the 4-bit base, and export --merge-lora folds the adapter into the FULL-precision base: the merged
+    folder has no quantization and each merged weight is the base weight plus the adapter's scaled B @ A."""
+    pytest.importorskip("bitsandbytes")
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    rows = [{"id": r["id"], "instruction": "mood of: " + r["text"], "output": r["label"]} for r in make_rows(16, 2)]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    assert main(["train", str(_write_cfg(tmp_path, qwen64)), "model.quantization=4bit", "train.packing=true",
+                 "model.lora={r: 4, alpha: 8, target_modules: all-linear}", "train.learning_rate=5e-2",
+                 "data.eval=null"]) == 0
+    history = json.loads((tmp_path / "run/metrics_history.json").read_text())
+    assert next(h["train_loss"] for h in history if "train_loss" in h) > 0
+    assert main(["predict", str(tmp_path / "run"), "--input", str(tmp_path / "train.jsonl"), "--output",
+                 str(tmp_path / "p.jsonl")]) == 0
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 16
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "merged"), "--merge-lora"]) == 0
+    capsys.readouterr()
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    base = AutoModelForCausalLM.from_pretrained(qwen64)
+    assert getattr(merged.config, "quantization_config", None) is None
+    assert merged.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
+    adapter = load_file(tmp_path / "run/best/adapter_model.safetensors")
+    a = next(v for k, v in adapter.items() if "layers.0.self_attn.q_proj.lora_A" in k)
+    b = next(v for k, v in adapter.items() if "layers.0.self_attn.q_proj.lora_B" in k)
+    assert b.abs().max() > 0  # the adapter trained: the check below is not base == base
+    expected = base.model.layers[0].self_attn.q_proj.weight + (8 / 4) * b.float() @ a.float()
+    torch.testing.assert_close(merged.model.layers[0].self_attn.q_proj.weight, expected, atol=1e-5, rtol=1e-4)
