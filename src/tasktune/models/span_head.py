@@ -9,12 +9,8 @@ encoders. This head is the same for every backbone:
   real token: in a decoder it is the only position that has seen the whole input, and in an
   encoder it sees everything anyway (batches are padded on the right);
 - the heads read standardised features: each hidden dimension minus its mean, over its standard
-  deviation, both measured on the first training batch (a data-dependent init, stored as buffers
-  and saved with the heads). Decoders' last hidden states are badly scaled for a new linear head:
-  gemma-3-270m's final norm multiplies some dimensions by up to 300, so per-dimension spread runs
-  from 0.1 to 30 and five dimensions carry a third of the variance; Adam moves every weight by
-  about the learning rate, so the loud dimensions swing the logits and the quiet ones learn
-  nothing. Encoders' LayerNorm outputs are well scaled already and lose nothing by it;
+  deviation, both measured on the first training batch (`models/heads.FeatureStandardizer`: why
+  decoders need it is said there);
 - what a position's start/end score reads is `config.span_features` (saved in config.json):
   `token` reads h_t; `token_next` reads [h_t ; h_(t+1)], so under causal attention a start token
   also sees the token after it (a decoder's h_t cannot see the answer that starts at t);
@@ -23,10 +19,8 @@ encoders. This head is the same for every backbone:
   to the dtype's minimum, so a softmax over the positions is a distribution over "null or a
   context token".
 
-The model class is made per family (a subclass of that family's PreTrainedModel, like
-transformers' own *ForQuestionAnswering classes), so `from_pretrained` loads any checkpoint of
-the family - a base model, a causal LM, or a tasktune best/ folder - and initialises the head
-with the family's own rule when it is new; `save_pretrained` writes an ordinary folder.
+The model class is made per family (`models/heads.family_head_class`), so `from_pretrained` loads
+any checkpoint of the family - a base model, a causal LM, or a tasktune best/ folder.
 
 Example:
     cls = span_model_class(AutoConfig.from_pretrained(path))
@@ -43,55 +37,16 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
+from tasktune.models.heads import FeatureStandardizer, backbone_hidden, family_head_class
+
 HEADS = ["head_norm", "span_head", "null_head"]  # trained in full beside LoRA adapters (modules_to_save)
 SPAN_FEATURES = {"token": 1, "token_next": 2}  # what each position's start/end score reads -> width in hidden sizes
-_CLASSES: dict[str, type] = {}
 
 
 @dataclass
 class SpanOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-
-
-class FeatureStandardizer(nn.Module):
-    """(hidden - mean) / std per dimension, with mean and std taken from the first batch seen in training.
-
-    Buffers (saved in checkpoints and with LoRA's modules_to_save): `mean`, `std`, and `ready`
-    (0 until measured). A model that is only evaluated before any training keeps the identity.
-    Under DDP the statistics are summed over every process's first batch: the same as one process
-    measuring the whole first batch.
-    """
-
-    def __init__(self, size: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(size))
-        self.register_buffer("std", torch.ones(size))
-        self.register_buffer("ready", torch.zeros(()))
-
-    def forward(self, hidden, mask=None):
-        if self.training and not bool(self.ready):
-            with torch.no_grad():
-                real = hidden.detach().float()
-                real = real[mask.bool()] if mask is not None else real.flatten(0, -2)   # real tokens only
-                mean, std = _moments(real)
-                self.mean.copy_(mean)
-                # A floor keeps dead dimensions (constant over tokens) from being blown up.
-                self.std.copy_(std.clamp(min=1e-2 * std.mean().item() + 1e-6))
-                self.ready.fill_(1)
-        return (hidden - self.mean.to(hidden.dtype)) / self.std.to(hidden.dtype)
-
-
-def _moments(rows):
-    """Per-column mean and (unbiased) std of `rows` (tokens, hidden), over every process's rows under DDP."""
-    from tasktune.engine.distributed import world
-
-    sums = torch.stack([torch.full_like(rows[0], rows.shape[0]), rows.sum(0), rows.pow(2).sum(0)]).double()
-    if world()[0] > 1:
-        torch.distributed.all_reduce(sums)
-    n, total, squares = sums
-    mean = total / n
-    return mean.float(), ((squares - n * mean ** 2) / (n - 1)).clamp(min=0).sqrt().float()
 
 
 class _SpanExtraction:
@@ -116,9 +71,7 @@ class _SpanExtraction:
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
         elif isinstance(module, FeatureStandardizer):
-            module.mean.zero_()
-            module.std.fill_(1.0)
-            module.ready.zero_()
+            module.reset()
         else:
             super()._init_weights(module)
 
@@ -129,11 +82,7 @@ class _SpanExtraction:
         getattr(self, self.base_model_prefix).set_input_embeddings(value)
 
     def forward(self, input_ids=None, attention_mask=None, context_mask=None, token_type_ids=None, **kwargs):
-        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        hidden = getattr(self, self.base_model_prefix)(input_ids=input_ids, attention_mask=attention_mask,
-                                                       use_cache=False, **extra).last_hidden_state
+        hidden, attention_mask = backbone_hidden(self, input_ids, attention_mask, token_type_ids)
         hidden = self.head_norm(hidden, attention_mask)
         spans = self.span_head(_span_inputs(hidden, attention_mask, self.span_features)).float()  # (batch, length, 2)
         last = attention_mask.sum(1) - 1                              # right padding: last real token
@@ -154,23 +103,4 @@ def _span_inputs(hidden, attention_mask, features: str):
 
 def span_model_class(config) -> type:
     """The span-extraction model class for `config`'s family, e.g. Gemma3TextForSpanExtraction."""
-    from transformers import AutoModel, PreTrainedModel
-
-    from tasktune.errors import UserError
-
-    try:
-        backbone = AutoModel._model_mapping[type(config)]
-    except KeyError:
-        raise UserError(f"model type '{config.model_type}' has no AutoModel backbone in transformers, so "
-                        "extractive_qa cannot put a span head on it; choose another model") from None
-    family = next(b for b in backbone.__mro__[1:] if issubclass(b, PreTrainedModel))
-    name = backbone.__name__.removesuffix("Model") + "ForSpanExtraction"
-    if name not in _CLASSES:
-        _CLASSES[name] = type(name, (_SpanExtraction, family), {
-            "config_class": backbone.config_class, "base_model_prefix": family.base_model_prefix,
-            # The heads are new on a base checkpoint and come from the adapter on a LoRA run: transformers'
-            # "MISSING ... newly initialized" report for them would mislead at eval and predict.
-            "_keys_to_ignore_on_load_missing": [rf"(^|\.){h}\." for h in HEADS],
-            "__module__": __name__})
-    return _CLASSES[name]
-
+    return family_head_class(config, _SpanExtraction, "ForSpanExtraction", HEADS)

@@ -28,16 +28,10 @@ ST_POOLING = {"mean": "mean", "cls": "cls", "last": "lasttoken"}
 
 
 def pooled(hidden, mask, pooling: str):
-    """(batch, hidden) vectors from (batch, length, hidden) states and the attention mask."""
-    import torch
+    """`models.heads.pooled`, imported on first use: this module loads with the CLI, torch only when it works."""
+    from tasktune.models.heads import pooled as pool
 
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "last":
-        last = mask.sum(1) - 1
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    return pool(hidden, mask, pooling)
 
 
 def embeddings(model, input_ids, attention_mask, pooling: str, stats: dict | None):

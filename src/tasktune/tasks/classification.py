@@ -42,6 +42,13 @@ class ClassificationSettings(TaskSettings):
         None, description="label_scoring: label -> word (or list of words) the LM should say, e.g. {positive: 正面}.")
     label_score: Literal["sum", "mean"] = Field(
         "sum", description="label_scoring: a word's score is the sum or mean of its tokens' log-probabilities.")
+    pooling: Literal["model", "mean", "last"] = Field(
+        "model", description="head: what the head reads. model: transformers' own head (an encoder's [CLS], a "
+        "decoder's last real token; exports as a plain transformers folder); mean / last: tasktune's pooled head "
+        "over the mean of the real tokens or the last one (mean suits model.attention bidirectional).")
+    standardize: bool = Field(
+        False, description="head with pooling mean/last: standardise each hidden dimension before the head "
+        "(measured on the first training batch; gemma's final norm makes a few dimensions ~300x louder).")
     class_weights: Literal["balanced"] | dict[str, float] | None = Field(
         None, description="Loss weight per label: 'balanced' (inverse frequency) or {label: weight}.")
 
@@ -59,6 +66,10 @@ class ClassificationSettings(TaskSettings):
     def check(self, cfg) -> str | None:
         if cfg.train.packing and self.method != "label_scoring":
             return "train.packing works with task.method label_scoring (a head reads each row's last token)"
+        if self.method == "label_scoring" and self.pooling != "model":
+            return "task.pooling applies to task.method head (label scoring reads the next-token probabilities)"
+        if self.standardize and self.pooling == "model":
+            return "task.standardize needs task.pooling mean or last (tasktune's pooled head); drop one of them"
         if self.method == "label_scoring":
             if cfg.model.attention != "causal":
                 return ("task.method label_scoring reads next-token probabilities: it needs model.attention causal "
@@ -138,11 +149,14 @@ class Classification:
 
     # --- model and training -------------------------------------------------------------------
     def head_modules(self, cfg):
-        # transformers names the sequence-classification head `classifier` in encoders, `score` in decoders.
-        return [] if cfg.task.method == "label_scoring" else ["classifier", "score"]
+        # transformers names the sequence-classification head `classifier` in encoders, `score` in decoders;
+        # tasktune's pooled head has its standardiser beside `score`.
+        return [] if cfg.task.method == "label_scoring" else ["classifier", "score", "head_norm"]
 
     def build_model(self, path, cfg, state, for_training=True):
         labels = state["labels"]
+        if cfg.task.method == "head" and cfg.task.pooling != "model":
+            return _pooled_head(path, cfg, labels, for_training)
         return ls.scorer_or_head(path, cfg, for_training, cfg.task.method == "label_scoring",
                                  num_labels=len(labels), id2label=dict(enumerate(labels)),
                                  label2id={lab: i for i, lab in enumerate(labels)})
@@ -281,6 +295,19 @@ def _check_verbalizer(cfg, labels: list[str]) -> None:
     if missing:
         raise UserError(f"task.verbalizer has no word for label(s) {missing}; add e.g. "
                         f"task.verbalizer.{missing[0]}=<word>")
+
+
+def _pooled_head(path: str, cfg, labels: list[str], for_training: bool):
+    """(model, tokenizer): tasktune's pooled head (`models/pooled_head.py`) on any backbone, right-padded."""
+    from tasktune.models.heads import load_with_head
+    from tasktune.models.loading import load_tokenizer
+    from tasktune.models.pooled_head import HEADS, pooled_model_class
+
+    tok = load_tokenizer(path, "right")
+    values = {"cls_pooling": cfg.task.pooling, "cls_standardize": cfg.task.standardize, "num_labels": len(labels),
+              "id2label": dict(enumerate(labels)), "label2id": {lab: i for i, lab in enumerate(labels)},
+              "pad_token_id": tok.pad_token_id}
+    return load_with_head(path, cfg, pooled_model_class, values, HEADS, for_training), tok
 
 
 def _label_order(label: str):

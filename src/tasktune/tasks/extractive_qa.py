@@ -161,27 +161,14 @@ class ExtractiveQA:
         return HEADS
 
     def build_model(self, path, cfg, state, for_training=True):
-        from transformers import AutoConfig
-
-        from tasktune.models.loading import attention_kwargs, load_tokenizer, torch_dtype
-        from tasktune.models.peft_adapters import load_model
+        from tasktune.models.heads import load_with_head
+        from tasktune.models.loading import load_tokenizer
         from tasktune.models.span_head import HEADS, span_model_class
 
         tok = load_tokenizer(path, "right")
-
-        def loader(p, **kwargs):
-            config = AutoConfig.from_pretrained(p)
-            # Both are read by the constructors and saved with the model (span_features by the span head).
-            for key, value in {**attention_kwargs(p, cfg, config), "span_features": cfg.task.span_features}.items():
-                setattr(config, key, value)
-            return span_model_class(config).from_pretrained(p, config=config, dtype=torch_dtype(cfg.model.dtype),
-                                                            **kwargs)
-
-        if cfg.model.lora is not None:
-            # The new heads are trained in full and saved beside the adapter.
-            lora = cfg.model.lora.model_copy(update={"modules_to_save": (cfg.model.lora.modules_to_save or []) + HEADS})
-            cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"lora": lora})})
-        return load_model(path, loader, cfg, None, for_training), tok
+        model = load_with_head(path, cfg, span_model_class, {"span_features": cfg.task.span_features}, HEADS,
+                               for_training)
+        return model, tok
 
     def prepare(self, rows, tokenizer, cfg, state):
         labelled = all(r.get("answers") is not None for r in rows)
