@@ -1,7 +1,8 @@
 """Benchmark (not a test): ChnSentiCorp sentiment with gemma-3-270m, every method on one split.
 
 Methods: majority class, zero-shot and calibrated zero-shot label scoring, label_scoring + LoRA,
-head + LoRA; the same train/eval rows and budget for each; accuracy and macro-F1 with bootstrap
+head + LoRA, and on request tasktune's pooled head (bidirectional + mean + standardised; causal last
+token standardised); the same train/eval rows and budget for each; accuracy and macro-F1 with bootstrap
 95% intervals (`tasktune compare`), train samples/s, peak RSS and wall time per run.
 
 Split: ../shared/data/chnsenticorp/ChnSentiCorp_htl_all.csv (7,766 rows; one empty review dropped),
@@ -10,6 +11,8 @@ Training seeds vary (--seeds); the split does not.
 
 Usage:
     python bench/classification.py --seeds 0 1 2 --train 1000 --eval 500 --out bench/classification.json
+    python bench/classification.py --seeds 0 --train 500 --eval 500 --methods label_scoring head head-bidir-mean \
+        head-causal-last-std --out bench/classification_pooled.json     # the pooled head (issue 13)
 Skips with a message when the data folder is absent.
 """
 
@@ -30,7 +33,12 @@ COMMON = [
     "train.epochs=1", "train.batch_size=2", "train.effective_batch_size=8", "train.learning_rate=2.0e-4",
     "train.warmup_ratio=0.1", "train.bf16=auto", "train.eval_during_training=false",
 ]
-METHODS = {"label_scoring": ["task.method=label_scoring"], "head": ["task.method=head"]}
+METHODS = {"label_scoring": ["task.method=label_scoring"], "head": ["task.method=head"],
+           # tasktune's pooled head (issue 13): every token sees the whole review, the head reads their mean,
+           # standardised per dimension; and the causal last token standardised, to tell the two changes apart.
+           "head-bidir-mean": ["task.method=head", "model.attention=bidirectional", "task.pooling=mean",
+                               "task.standardize=true"],
+           "head-causal-last-std": ["task.method=head", "task.pooling=last", "task.standardize=true"]}
 
 
 def train_run(out: Path, method: str, seed: int, rows: tuple[int, int], baselines: bool) -> dict:
@@ -45,7 +53,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--train", type=int, default=1000)
     p.add_argument("--eval", type=int, default=500)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--methods", nargs="+", default=["label_scoring", "head"], choices=list(METHODS))
+    p.add_argument("--no-baselines", action="store_true", help="do not score the baselines (already scored)")
     p.add_argument("--runs", default="bench_runs/classification")
     p.add_argument("--out", default="bench/classification.json")
     a = p.parse_args()
@@ -55,7 +64,8 @@ def main() -> None:
     runs = {}
     for seed in a.seeds:
         for i, method in enumerate(a.methods):
-            first = seed == a.seeds[0] and i == 0  # the baselines do not depend on training: score them once
+            # The baselines do not depend on training: score them once.
+            first = seed == a.seeds[0] and i == 0 and not a.no_baselines
             runs[f"{method}-seed{seed}"] = train_run(out, method, seed, (a.train, a.eval), baselines=first)
             print(json.dumps(runs[f"{method}-seed{seed}"]), flush=True)
     from tasktune.compare import compare
