@@ -73,7 +73,8 @@ def _family(name, tmp_path, fixtures) -> list[str]:
                 f"data.train={train}"]
     corpus, train, _ = fixtures["retrieval_files"]
     return ["task=retrieval", f"model.name={_without_dropout(fixtures['ret_bert'], tmp_path / 'bert')}", "model.max_length=32", f"data.train={train}",
-            f"task.corpus={corpus}", "task.pooling=mean"]
+            f"task.corpus={corpus}", "task.pooling=mean",
+            "task.mine={hard_if_gold_not_in: 1, negatives: 1, max_similarity: 1.0, train_on: all}"]
 
 
 def _without_dropout(model: str, folder: Path) -> str:
@@ -109,3 +110,34 @@ def test_two_processes_train_what_one_process_trains(family, tmp_path, request):
     assert steps == [1, 2, 3]  # one history entry per step, not one per process
     if family == "sft":  # a warning of the data, said once and not once per process
         assert stderr.count("training prompts are longer than model.max_length") == 1
+    if family == "retrieval":  # stage 1 (rank, mine) ran on the main process; the other trained on ITS rows
+        assert (two / "hard_negatives.jsonl").is_file() and (two / "stage1/evaluation_results.json").is_file()
+
+
+def test_on_main_process_runs_work_once_and_raises_its_errors():
+    """One process: the work's result as is; an error inside it propagates (several processes: to every one)."""
+    from types import SimpleNamespace
+
+    from tasktune.engine.distributed import on_main_process
+
+    calls = []
+    ps = SimpleNamespace(num_processes=1, is_main_process=True)
+    assert on_main_process(ps, lambda: calls.append(1) or "splits") == "splits" and calls == [1]
+    with pytest.raises(ValueError, match="bad corpus"):
+        on_main_process(ps, lambda: (_ for _ in ()).throw(ValueError("bad corpus")))
+
+
+def test_an_error_in_main_process_stage_stops_every_process(tmp_path, ret_bert, retrieval_files):
+    """Stage 1 fails on the main process (no hard query to train on): the other process gets the same error
+    instead of waiting for splits that never come; torchrun ends with status 2, in seconds."""
+    corpus, train, _ = retrieval_files
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("{}\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "tasktune", "train", str(cfg), *COMMON, "task=retrieval",
+           f"model.name={ret_bert}", "model.max_length=32", f"data.train={train}", f"task.corpus={corpus}",
+           "task.mine={hard_if_gold_not_in: 100, negatives: 1, train_on: hard}", f"output_dir={tmp_path / 'run'}",
+           "train.batch_size=4"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.count("error: task.mine: no training query is hard") == 2, proc.stderr[-3000:]

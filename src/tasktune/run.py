@@ -58,6 +58,7 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
 
     from tasktune.engine.callbacks import truncate_history
     from tasktune.engine.checkpoints import checkpoint_step, newest_complete_checkpoint
+    from tasktune.engine.distributed import on_main_process
     from tasktune.engine.trainer import distributed_state
 
     ps = distributed_state()
@@ -83,8 +84,8 @@ def train(cfg: Config, overwrite: bool = False, callbacks=()) -> dict:
     set_seed(cfg.train.seed)  # new heads are initialised here, before the Trainer seeds anything
     model, tok = task.build_model(model_path, cfg, splits.state, for_training=True)
     before = member(task, "before_training")
-    if before is not None:
-        splits = before(model, tok, splits, cfg, run_dir)
+    if before is not None:  # once, on the main process (it may rank a corpus and write files); all get its splits
+        splits = on_main_process(ps, lambda: before(model, tok, splits, cfg, run_dir))
     feats = prepared(task, splits.train, tok, cfg, splits.state)
     eval_during = splits.eval and cfg.train.eval_during_training
     eval_feats = prepared(task, splits.eval, tok, cfg, splits.state) if eval_during else []

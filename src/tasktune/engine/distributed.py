@@ -1,6 +1,6 @@
 """Collectives a task's loss needs when training runs on several processes (DDP).
 
-Plain functions that are the identity on one process, so a task calls them unconditionally.
+Plain functions that are the identity on one process, so a task (or run.py) calls them unconditionally.
 
 Example (retrieval's in-batch negatives, every process scoring its queries against ALL passages):
     passages, offset = gather_rows(passages)     # (all processes' rows, where this process's rows start)
@@ -16,6 +16,29 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     return 1, 0
+
+
+def on_main_process(ps, work):
+    """`work()` run by the main process only; its result (picklable) returned on every process. An error raised
+    there is raised on every process, so none waits forever. `ps`: accelerate's PartialState.
+
+    Example: splits = on_main_process(ps, lambda: task.before_training(model, tok, splits, cfg, run_dir))
+    """
+    if ps.num_processes == 1:
+        return work()
+    from accelerate.utils import broadcast_object_list
+
+    box = [None]
+    if ps.is_main_process:
+        try:
+            box[0] = ("ok", work())
+        except Exception as exc:  # noqa: BLE001 - re-raised below, on every process
+            box[0] = ("error", exc)
+    broadcast_object_list(box)
+    kind, value = box[0]
+    if kind == "error":
+        raise value
+    return value
 
 
 def gather_rows(tensor):

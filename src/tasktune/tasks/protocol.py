@@ -101,7 +101,8 @@ OPTIONAL = {
                      "(default: required_columns minus label_columns)",
     "check_config": "check_config(cfg) -> str | None: a rule across config sections, as an error message",
     "before_training": "before_training(model, tokenizer, splits, cfg, run_dir) -> splits: work that needs the "
-                       "model before training (mine hard negatives, retrieve open-book context)",
+                       "model before training (mine hard negatives, retrieve open-book context); run once, by the "
+                       "main process, its splits sent to the others",
     "after_training": "after_training(model, tokenizer, splits, cfg, run_dir, metrics): a stage after the final "
                       "evaluation (compare with the starting model)",
     "save_artifacts": "save_artifacts(model, tokenizer, cfg, state, folder): extra files for best/",
