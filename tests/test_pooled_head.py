@@ -76,6 +76,15 @@ def test_pooled_head_trains_saves_and_reloads_through_the_run(tiny_gemma, sentim
         assert p["label"] == by_id[p["id"]]["label"]
         for lab, prob in p["probs"].items():
             assert prob == pytest.approx(by_id[p["id"]]["probs"][lab], abs=1e-5)
+    # Exported with the adapter merged, the folder evaluates as a plain model with the same pooled head.
+    from tasktune.export import export_run
+    from tasktune.run import evaluate
+
+    export_run(str(run), str(tmp_path / "merged"), merge_lora=True)
+    assert json.loads((tmp_path / "merged/config.json").read_text())["cls_pooling"] == "mean"
+    plain = evaluate(model=str(tmp_path / "merged"), task_name="classification", data=str(eval_f),
+                     out=str(tmp_path / "plain_eval"))
+    assert plain["accuracy"] == pytest.approx(metrics["accuracy"])
 
 
 @pytest.mark.parametrize("overrides, message", [

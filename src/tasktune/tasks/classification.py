@@ -155,6 +155,12 @@ class Classification:
 
     def build_model(self, path, cfg, state, for_training=True):
         labels = state["labels"]
+        if cfg.task.method == "head" and cfg.task.pooling == "model":
+            # A folder exported from a pooled-head run (`tasktune eval --model exported/`) keeps its head.
+            saved = _saved_pooling(path)
+            if saved:
+                task = cfg.task.model_copy(update={"pooling": saved[0], "standardize": saved[1]})
+                cfg = cfg.model_copy(update={"task": task})
         if cfg.task.method == "head" and cfg.task.pooling != "model":
             return _pooled_head(path, cfg, labels, for_training)
         return ls.scorer_or_head(path, cfg, for_training, cfg.task.method == "label_scoring",
@@ -308,6 +314,18 @@ def _pooled_head(path: str, cfg, labels: list[str], for_training: bool):
               "id2label": dict(enumerate(labels)), "label2id": {lab: i for i, lab in enumerate(labels)},
               "pad_token_id": tok.pad_token_id}
     return load_with_head(path, cfg, pooled_model_class, values, HEADS, for_training), tok
+
+
+def _saved_pooling(path: str) -> tuple[str, bool] | None:
+    """(pooling, standardize) of a folder saved with tasktune's pooled head, from its config.json; else None."""
+    import json
+    from pathlib import Path
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return None
+    saved = json.loads(config.read_text(encoding="utf-8"))
+    return (saved["cls_pooling"], bool(saved.get("cls_standardize"))) if "cls_pooling" in saved else None
 
 
 def _label_order(label: str):
