@@ -8,6 +8,7 @@ cyclic shifts of the options averaged; then `tasktune ensemble` of the two on th
 train samples/s, wall time, peak RSS.
 
 Run: python bench/multiple_choice.py [--subset d] [--train 600] [--dev 400] [--seed 0] [--shifts 4] [--reuse] [--no-ensemble]
+     [--text-scoring]
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
     p.add_argument("--dev", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", nargs="+", default=["label_scoring", "head"])
+    p.add_argument("--text-scoring", action="store_true", help="also score the option texts (zero-shot and with the "
+                   "label_scoring run): does a small model read the options better than their letters?")
     p.add_argument("--shifts", type=int, default=4, help="label scoring evaluated again averaging this many cyclic "
                    "shifts of the options (1: skip)")
     p.add_argument("--reuse", action="store_true", help="keep a method's finished run (best/ and its eval) as it is")
@@ -79,6 +82,14 @@ def main() -> None:
                        check=True, capture_output=True)
         table[f"label_scoring, {a.shifts} cyclic shifts"] = compare(
             [run], split=f"eval-task.permutations={a.shifts}")["methods"]["label_scoring"]
+    if "label_scoring" in a.methods and a.text_scoring:  # the option texts scored instead of their letters
+        run, split = str(out / "label_scoring"), "eval-task.scoring=text"
+        if not (a.reuse and (out / "label_scoring/eval" / split / "baselines").is_dir()):
+            subprocess.run([sys.executable, "-m", "tasktune", "eval", run, "--set", "task.scoring=text", "--baseline"],
+                           check=True, capture_output=True)
+        methods = compare([run], split=split)["methods"]
+        table["zero-shot, option texts scored (mean log-prob per token)"] = methods["zero_shot"]
+        table["label_scoring run (trained on letters), option texts scored"] = methods["label_scoring"]
     if len(runs) > 1 and not a.no_ensemble:
         subprocess.run([sys.executable, "-m", "tasktune", "ensemble", *runs, "--data", str(dev_sample), "--out",
                         str(out / "ensemble"), "--overwrite"], check=True, capture_output=True)
