@@ -59,6 +59,33 @@ class FeatureStandardizer(nn.Module):
         self.ready.zero_()
 
 
+class HeadMixin:
+    """What a head mixin shares (put before the family's PreTrainedModel by `family_head_class`): the listed
+    `zero_heads` start at zero, a standardiser starts as the identity, the input embeddings are the backbone's.
+
+    Zero heads: every class (position, label) starts equally likely. A random head on a decoder's large hidden
+    states (gemma's reach tens) starts with logits in the tens, and the first hundred clipped steps go to
+    undoing them.
+    """
+
+    zero_heads: tuple[str, ...] = ()
+
+    def _init_weights(self, module):
+        if any(module is getattr(self, name, None) for name in self.zero_heads):
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, FeatureStandardizer):
+            module.reset()
+        else:
+            super()._init_weights(module)
+
+    def get_input_embeddings(self):
+        return getattr(self, self.base_model_prefix).get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        getattr(self, self.base_model_prefix).set_input_embeddings(value)
+
+
 def _moments(rows):
     """Per-column mean and (unbiased) std of `rows` (tokens, hidden), over every process's rows under DDP."""
     from tasktune.engine.distributed import world

@@ -23,18 +23,19 @@ Example:
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from tasktune.models.heads import FeatureStandardizer, backbone_hidden, family_head_class, pooled
+from tasktune.models.heads import FeatureStandardizer, HeadMixin, backbone_hidden, family_head_class, pooled
 
 HEADS = ["head_norm", "score"]  # trained in full beside LoRA adapters (modules_to_save)
 POOLINGS = ("last", "mean")
 
 
-class _PooledClassification:
+class _PooledClassification(HeadMixin):
     """Mixin put in front of a family's PreTrainedModel by `pooled_model_class`."""
+
+    zero_heads = ("score",)
 
     def __init__(self, config):
         from transformers import AutoModel
@@ -47,21 +48,6 @@ class _PooledClassification:
         self.head_norm = FeatureStandardizer(config.hidden_size)
         self.score = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
-
-    def _init_weights(self, module):
-        if module is getattr(self, "score", None):
-            nn.init.zeros_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, FeatureStandardizer):
-            module.reset()
-        else:
-            super()._init_weights(module)
-
-    def get_input_embeddings(self):
-        return getattr(self, self.base_model_prefix).get_input_embeddings()
-
-    def set_input_embeddings(self, value):
-        getattr(self, self.base_model_prefix).set_input_embeddings(value)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, **kwargs):
         hidden, attention_mask = backbone_hidden(self, input_ids, attention_mask, token_type_ids)

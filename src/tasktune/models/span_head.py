@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from tasktune.models.heads import FeatureStandardizer, backbone_hidden, family_head_class
+from tasktune.models.heads import FeatureStandardizer, HeadMixin, backbone_hidden, family_head_class
 
 HEADS = ["head_norm", "span_head", "null_head"]  # trained in full beside LoRA adapters (modules_to_save)
 SPAN_FEATURES = {"token": 1, "token_next": 2}  # what each position's start/end score reads -> width in hidden sizes
@@ -49,8 +49,10 @@ class SpanOutput(ModelOutput):
     logits: torch.Tensor | None = None
 
 
-class _SpanExtraction:
+class _SpanExtraction(HeadMixin):
     """Mixin put in front of a family's PreTrainedModel by `span_model_class`."""
+
+    zero_heads = ("span_head", "null_head")
 
     def __init__(self, config):
         from transformers import AutoModel
@@ -62,24 +64,6 @@ class _SpanExtraction:
         self.span_head = nn.Linear(SPAN_FEATURES[self.span_features] * config.hidden_size, 2)
         self.null_head = nn.Linear(config.hidden_size, 2)
         self.post_init()
-
-    def _init_weights(self, module):
-        # New heads start at zero: every position and the null begin equally likely (loss = log of the
-        # window length). A random head on a decoder's large hidden states (gemma's reach tens) starts
-        # with logits in the tens, and the first hundred clipped steps go to undoing them.
-        if module is getattr(self, "span_head", None) or module is getattr(self, "null_head", None):
-            nn.init.zeros_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, FeatureStandardizer):
-            module.reset()
-        else:
-            super()._init_weights(module)
-
-    def get_input_embeddings(self):
-        return getattr(self, self.base_model_prefix).get_input_embeddings()
-
-    def set_input_embeddings(self, value):
-        getattr(self, self.base_model_prefix).set_input_embeddings(value)
 
     def forward(self, input_ids=None, attention_mask=None, context_mask=None, token_type_ids=None, **kwargs):
         hidden, attention_mask = backbone_hidden(self, input_ids, attention_mask, token_type_ids)
