@@ -38,7 +38,10 @@ METHODS = {"label_scoring": ["task.method=label_scoring"], "head": ["task.method
            # standardised per dimension; and the causal last token standardised, to tell the two changes apart.
            "head-bidir-mean": ["task.method=head", "model.attention=bidirectional", "task.pooling=mean",
                                "task.standardize=true"],
-           "head-causal-last-std": ["task.method=head", "task.pooling=last", "task.standardize=true"]}
+           "head-causal-last-std": ["task.method=head", "task.pooling=last", "task.standardize=true"],
+           # the zero-initialised head at its own rate (the README's advice for new heads)
+           "head-bidir-mean-hlr": ["task.method=head", "model.attention=bidirectional", "task.pooling=mean",
+                                   "task.standardize=true", "train.head_learning_rate=1e-2"]}
 
 
 def train_run(out: Path, method: str, seed: int, rows: tuple[int, int], baselines: bool) -> dict:
