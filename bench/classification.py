@@ -12,7 +12,7 @@ Training seeds vary (--seeds); the split does not.
 Usage:
     python bench/classification.py --seeds 0 1 2 --train 1000 --eval 500 --out bench/classification.json
     python bench/classification.py --seeds 0 --train 500 --eval 500 --methods label_scoring head head-bidir-mean \
-        head-causal-last-std --out bench/classification_pooled.json     # the pooled head (issue 13)
+        head-causal-last-std head-bidir-mean-hlr --out bench/classification_pooled.json [--reuse]  # pooled head
 Skips with a message when the data folder is absent.
 """
 
@@ -58,6 +58,7 @@ def main() -> None:
     p.add_argument("--eval", type=int, default=500)
     p.add_argument("--methods", nargs="+", default=["label_scoring", "head"], choices=list(METHODS))
     p.add_argument("--no-baselines", action="store_true", help="do not score the baselines (already scored)")
+    p.add_argument("--reuse", action="store_true", help="keep a finished run (one with eval/eval/metrics.json)")
     p.add_argument("--runs", default="bench_runs/classification")
     p.add_argument("--out", default="bench/classification.json")
     a = p.parse_args()
@@ -69,7 +70,11 @@ def main() -> None:
         for i, method in enumerate(a.methods):
             # The baselines do not depend on training: score them once.
             first = seed == a.seeds[0] and i == 0 and not a.no_baselines
-            runs[f"{method}-seed{seed}"] = train_run(out, method, seed, (a.train, a.eval), baselines=first)
+            folder = out / f"{method}-seed{seed}"
+            if a.reuse and (folder / "eval/eval/metrics.json").is_file():
+                runs[folder.name] = {"run": str(folder), "reused": True}
+            else:
+                runs[folder.name] = train_run(out, method, seed, (a.train, a.eval), baselines=first)
             print(json.dumps(runs[f"{method}-seed{seed}"]), flush=True)
     from tasktune.compare import compare
 
