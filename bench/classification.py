@@ -12,7 +12,7 @@ Training seeds vary (--seeds); the split does not.
 Usage:
     python bench/classification.py --seeds 0 1 2 --train 1000 --eval 500 --out bench/classification.json
     python bench/classification.py --seeds 0 --train 500 --eval 500 --methods label_scoring head head-bidir-mean \
-        head-causal-last-std head-bidir-mean-hlr --out bench/classification_pooled.json [--reuse]  # pooled head
+        head-causal-last-std head-causal-last-std-hlr --out bench/classification_pooled.json [--reuse]  # pooled head
 Skips with a message when the data folder is absent.
 """
 
@@ -40,8 +40,8 @@ METHODS = {"label_scoring": ["task.method=label_scoring"], "head": ["task.method
                                "task.standardize=true"],
            "head-causal-last-std": ["task.method=head", "task.pooling=last", "task.standardize=true"],
            # the zero-initialised head at its own rate (the README's advice for new heads)
-           "head-bidir-mean-hlr": ["task.method=head", "model.attention=bidirectional", "task.pooling=mean",
-                                   "task.standardize=true", "train.head_learning_rate=1e-2"]}
+           "head-causal-last-std-hlr": ["task.method=head", "task.pooling=last", "task.standardize=true",
+                                        "train.head_learning_rate=1e-2"]}
 
 
 def train_run(out: Path, method: str, seed: int, rows: tuple[int, int], baselines: bool) -> dict:
