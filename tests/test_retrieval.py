@@ -18,7 +18,7 @@ def _cfg(corpus, model="m", *extra):
 
 
 def test_pooling_and_normalisation():
-    from tasktune.retrieval.encoder import pooled
+    from tasktune.models.heads import pooled
 
     hidden = torch.tensor([[[1.0, 0.0], [3.0, 2.0], [9.0, 9.0]], [[2.0, 2.0], [0.0, 4.0], [5.0, 5.0]]])
     mask = torch.tensor([[1, 1, 0], [1, 1, 1]])  # right padding: row 0 has 2 real tokens

@@ -27,16 +27,11 @@ from pathlib import Path
 ST_POOLING = {"mean": "mean", "cls": "cls", "last": "lasttoken"}
 
 
-def pooled(hidden, mask, pooling: str):
-    """`models.heads.pooled`, imported on first use: this module loads with the CLI, torch only when it works."""
-    from tasktune.models.heads import pooled as pool
-
-    return pool(hidden, mask, pooling)
-
-
 def embeddings(model, input_ids, attention_mask, pooling: str, stats: dict | None):
     """L2-normalised float32 embeddings of a padded batch (gradients flow when the model trains)."""
     import torch
+
+    from tasktune.models.heads import pooled
 
     hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     vec = pooled(hidden.float(), attention_mask, pooling)
@@ -76,6 +71,7 @@ def measure_standardizer(model, tokenizer, texts: list[str], pooling: str, max_l
     from transformers import DataCollatorWithPadding
 
     from tasktune.engine.inference import batched_outputs
+    from tasktune.models.heads import pooled
 
     def forward(m, b):
         hidden = m(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
