@@ -27,6 +27,32 @@ def test_pooling_and_normalisation():
     assert pooled(hidden, mask, "last").tolist() == [[3.0, 2.0], [5.0, 5.0]]
 
 
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_grouped_passage_forwards_give_the_one_forward_embeddings_and_gradients(tiny_gemma, pooling):
+    from transformers import AutoModel
+
+    from tasktune.retrieval.encoder import embeddings, embeddings_grouped
+
+    model = AutoModel.from_pretrained(tiny_gemma, attn_implementation="eager")
+    lengths = [12, 3, 7, 12, 1, 9, 5]  # right padding to 12; grouped by 3 after sorting: 1 3 5 | 7 9 12 | 12
+    ids = torch.randint(3, 50, (len(lengths), 12))
+    mask = (torch.arange(12) < torch.tensor(lengths)[:, None]).long()
+    ids = ids * mask
+    target = torch.randn(len(lengths), 32)
+
+    def run(fn, *extra):
+        model.zero_grad()
+        vec = fn(model, ids, mask, pooling, None, *extra)
+        (vec * target).sum().backward()
+        return vec.detach(), model.embed_tokens.weight.grad.clone()
+
+    one, one_grad = run(embeddings)
+    grouped, grouped_grad = run(embeddings_grouped, 3)
+    assert torch.allclose(grouped, one, atol=1e-5)           # the same rows, in the batch's order
+    assert torch.allclose(grouped_grad, one_grad, atol=1e-5)
+    assert not torch.allclose(grouped[0], grouped[3])        # two 12-token rows of different ids stay apart
+
+
 class _Fixed(torch.nn.Module):
     """A stand-in backbone whose hidden state is a fixed vector per token id."""
 

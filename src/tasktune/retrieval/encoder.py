@@ -42,6 +42,30 @@ def embeddings(model, input_ids, attention_mask, pooling: str, stats: dict | Non
     return torch.nn.functional.normalize(vec, dim=-1)
 
 
+def embeddings_grouped(model, input_ids, attention_mask, pooling: str, stats: dict | None, rows: int | None):
+    """`embeddings` of a right-padded batch computed in groups of `rows` rows of similar length, each cut to
+    its own longest row, returned in the batch's order (None or rows >= batch: one forward).
+
+    Why: a training batch pads every passage to the longest one; on CPU, forward + backward cost what the
+    padded tokens cost, so sorting 16 passages by length into two groups of 8 trains ~20% faster (measured,
+    gemma-3-270m + LoRA, CMRC chunks). The embeddings are the same as one padded forward's (right padding,
+    masked attention): only padding is skipped. Smaller groups lose more to small matrix products than
+    they save.
+    Example: embeddings_grouped(model, ids, mask, "mean", None, rows=8)  # (len(ids), hidden)
+    """
+    import torch
+
+    if not rows or rows >= len(input_ids):
+        return embeddings(model, input_ids, attention_mask, pooling, stats)
+    lengths = attention_mask.sum(1)
+    order = torch.argsort(lengths, stable=True)
+    parts = []
+    for group in order.split(rows):
+        width = int(lengths[group].max())
+        parts.append(embeddings(model, input_ids[group, :width], attention_mask[group, :width], pooling, stats))
+    return torch.cat(parts)[torch.argsort(order)]  # back to the batch's order
+
+
 def tokenize(tokenizer, texts: list[str], max_length: int) -> list[dict]:
     """One feature {input_ids, attention_mask} per text, cut at max_length tokens."""
     enc = tokenizer(texts, truncation=True, max_length=max_length)
