@@ -8,7 +8,7 @@ cyclic shifts of the options averaged; then `tasktune ensemble` of the two on th
 train samples/s, wall time, peak RSS.
 
 Run: python bench/multiple_choice.py [--subset d] [--train 600] [--dev 400] [--seed 0] [--shifts 4] [--reuse] [--no-ensemble]
-     [--text-scoring]
+     [--text-scoring] [--methods label_scoring head text]
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def main() -> None:
     p.add_argument("--train", type=int, default=600)
     p.add_argument("--dev", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", nargs="+", default=["label_scoring", "head"])
+    p.add_argument("--methods", nargs="+", default=["label_scoring", "head"], choices=["label_scoring", "head", "text"],
+                   help="text: label scoring of the option texts, trained (task.scoring=text)")
     p.add_argument("--text-scoring", action="store_true", help="also score the option texts (zero-shot and with the "
                    "label_scoring run): does a small model read the options better than their letters?")
     p.add_argument("--shifts", type=int, default=4, help="label scoring evaluated again averaging this many cyclic "
@@ -63,7 +64,9 @@ def main() -> None:
     result, runs = {"rows": {"train": a.train, "dev": len(sample)}}, []
     for i, method in enumerate(a.methods):
         cfg = ROOT / "examples" / "mc_c3.yaml"
-        proc_args = [*common, f"task.method={method}", f"baseline.after_training={str(i == 0).lower()}"]
+        # "text": label scoring trained on the option texts (each prompt read once), with its own zero-shot beside it.
+        how = ["task.method=label_scoring", "task.scoring=text"] if method == "text" else [f"task.method={method}"]
+        proc_args = [*common, *how, f"baseline.after_training={str(i == 0 or method == 'text').lower()}"]
         folder = out / method
         if a.reuse and (folder / "eval" / "eval" / "metrics.json").is_file():
             result[method] = {"run": str(folder), "reused": True}
@@ -75,7 +78,9 @@ def main() -> None:
 
     table = {}
     for run in runs:
-        table.update(compare([run])["methods"])
+        named = Path(run).name == "text"  # its baselines score option texts: keep them apart from the letters'
+        table.update({(f"{k}, option texts" if named and k != "text" else k): v
+                      for k, v in compare([run])["methods"].items()})
     if "label_scoring" in a.methods and a.shifts > 1:  # what averaging over cyclic shifts buys (x the forwards)
         run = str(out / "label_scoring")
         subprocess.run([sys.executable, "-m", "tasktune", "eval", run, "--set", f"task.permutations={a.shifts}"],

@@ -37,16 +37,20 @@ def test_map_at_3_worked_cases():
         assert average_precision_at(list(guesses), "A") == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("scoring", ["letter", "text"])
-def test_option_scores_equal_brute_force_and_masked_options_never_win(tiny_qwen, scoring):
+@pytest.mark.parametrize("decoder,scoring", [("tiny_qwen", "letter"), ("tiny_qwen", "text"), ("tiny_gemma", "text")])
+def test_option_scores_equal_brute_force_and_masked_options_never_win(decoder, scoring, request):
     from transformers import AutoModelForCausalLM
 
     from tasktune.tasks.multiple_choice import LETTERS, MultipleChoice
 
+    tiny_qwen = request.getfixturevalue(decoder)  # gemma: prompts longer than its sliding window of 8
+
     cfg = load_config(None, ["task=multiple_choice", f"model.name={tiny_qwen}", "model.max_length=64",
                              f"task.scoring={scoring}", "task.text_score=sum", "task.answer_prefix=' answer:'"])
     task = MultipleChoice()
-    rows = [task.parse_row(r, cfg, None, True) for r in make_mc_rows(3)]   # 2, 3 and 4 options in one batch
+    # 2, 3 and 4 options in one batch; prompts of different lengths (left padding, positions per row).
+    rows = [task.parse_row({**r, "context": "the hotel room " * (1 + 3 * i)}, cfg, None, True)
+            for i, r in enumerate(make_mc_rows(3))]
     model, tok = task.build_model(tiny_qwen, cfg, {}, for_training=False)
     feats = task.prepare(rows, tok, cfg, {})
     batch = task.collator(tok, cfg, {})(feats)
@@ -67,6 +71,39 @@ def test_option_scores_equal_brute_force_and_masked_options_never_win(tiny_qwen,
     preds = task.predict(model, tok, rows, cfg, {}, batch_size=3)
     assert all(p["prediction"] in LETTERS[:len(r["options"])] for p, r in zip(preds, rows))
     assert all(sorted(p["ranked"]) == list(LETTERS[:len(r["options"])]) for p, r in zip(preds, rows))
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_text_scoring_reads_each_prompt_once_with_the_gradients_of_separate_sequences(tiny_gemma, checkpointing):
+    from transformers import AutoModelForCausalLM
+
+    from tasktune.tasks.multiple_choice import MultipleChoice
+
+    cfg = load_config(None, ["task=multiple_choice", f"model.name={tiny_gemma}", "model.max_length=64",
+                             "task.scoring=text", "task.text_score=mean", "task.answer_prefix=' answer:'"])
+    task = MultipleChoice()
+    rows = [task.parse_row({**r, "context": "the hotel room " * (1 + 3 * i)}, cfg, None, True)
+            for i, r in enumerate(make_mc_rows(3))]
+    _, tok = task.build_model(tiny_gemma, cfg, {}, for_training=False)
+    feats = task.prepare(rows, tok, cfg, {})
+    batch = task.collator(tok, cfg, {})(feats)
+    assert batch["input_ids"].shape[0] == 3 and batch["cont_ids"].shape[0] == 9  # 3 prompts, 2 + 3 + 4 options
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma).train()
+    if checkpointing:  # no KV cache under checkpointing: one sequence per option from the same batch
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    task.compute_loss(model, batch, cfg, {}).backward()
+    shared = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    loss = torch.zeros(())
+    for f in feats:
+        scores = []
+        for option in f["option_ids"]:
+            logp = model(input_ids=torch.tensor([f["prompt_ids"] + option])).logits[0].log_softmax(-1)
+            scores.append(torch.stack([logp[len(f["prompt_ids"]) + k - 1, t] for k, t in enumerate(option)]).mean())
+        loss = loss + torch.nn.functional.cross_entropy(torch.stack(scores)[None], torch.tensor([f["labels"]]))
+    loss.backward()
+    for name, param in model.named_parameters():
+        assert torch.allclose(shared[name], param.grad, atol=1e-5), name
 
 
 def test_permutations_average_over_cyclic_shifts(tiny_qwen):

@@ -148,6 +148,66 @@ def sequence_logprobs(logits, targets, reduce: str = "sum"):
     return total / valid.sum(-1) if reduce == "mean" else total
 
 
+def shared_prefix_batch(prompts: list[list[int]], continuations: list[list[int]], owner: list[int], pad: int) -> dict:
+    """Tensors for `shared_prefix_logprobs`: the prompts LEFT-padded (B, P) with their mask and position ids,
+    the continuations RIGHT-padded (S, m) with their mask, and `prefix_owner` (S,): continuation -> prompt."""
+    import torch
+
+    width, m = max(len(p) for p in prompts), max(len(c) for c in continuations)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
+            "cont_ids": torch.tensor([c + [pad] * (m - len(c)) for c in continuations]),
+            "cont_mask": torch.tensor([[1] * len(c) + [0] * (m - len(c)) for c in continuations]),
+            "prefix_owner": torch.tensor(owner)}
+
+
+def shared_prefix_logprobs(model, batch: dict, reduce: str = "sum"):
+    """(S,) log-probability of each continuation's tokens after its prompt, every prompt encoded ONCE.
+
+    Why not one sequence per (prompt, continuation), as transformers' multiple-choice examples do: with
+    4 options of a few tokens after a 200-token dialogue that computes the dialogue 4 times. Here the
+    prompts run once with a KV cache, the cache is copied per continuation (`reorder_cache` with
+    repeated rows), and the continuations run on top of it, their positions continuing each prompt's
+    own length. Same log-probabilities and gradients as the separate sequences (tested).
+    `batch` comes from `shared_prefix_batch`.
+    Example: shared_prefix_logprobs(model, shared_prefix_batch([[5, 6]], [[7], [8, 9]], [0, 0], 0), "mean")
+    """
+    import torch
+
+    owner, mask, cont = batch["prefix_owner"], batch["attention_mask"], batch["cont_ids"]
+    m = cont.shape[1]
+    if model.training and any(getattr(x, "gradient_checkpointing", False) for x in model.modules()):
+        return separate_sequence_logprobs(model, batch, reduce)  # transformers turns the KV cache off then
+    out = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"],
+                use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    cache.reorder_cache(owner)                      # one copy of its prompt's keys and values per continuation
+    rest = model(input_ids=cont, attention_mask=torch.cat([mask[owner], batch["cont_mask"]], 1),
+                 position_ids=mask.sum(1)[owner, None] + torch.arange(m, device=cont.device),
+                 past_key_values=cache, use_cache=True,
+                 logits_to_keep=torch.arange(m - 1, device=cont.device) if m > 1 else 1).logits
+    # The prompt's last position predicts token 0; continuation position j predicts token j + 1.
+    logits = torch.cat([out.logits[owner, -1:], rest[:, :m - 1]], 1)
+    return sequence_logprobs(logits, cont.masked_fill(batch["cont_mask"] == 0, -100), reduce)
+
+
+def separate_sequence_logprobs(model, batch: dict, reduce: str = "sum"):
+    """`shared_prefix_logprobs` computed the plain way: one sequence per (prompt, continuation) from the same
+    batch (the prompt repeated; the padding between prompt and continuation masked, positions continuing).
+    Used under gradient checkpointing, where transformers runs without a KV cache."""
+    import torch
+
+    owner, mask, cont = batch["prefix_owner"], batch["attention_mask"], batch["cont_ids"]
+    width, m = mask.shape[1], cont.shape[1]
+    logits = model(input_ids=torch.cat([batch["input_ids"][owner], cont], 1),
+                   attention_mask=torch.cat([mask[owner], batch["cont_mask"]], 1),
+                   position_ids=torch.cat([batch["position_ids"][owner],
+                                           mask.sum(1)[owner, None] + torch.arange(m, device=cont.device)], 1),
+                   use_cache=False, logits_to_keep=torch.arange(width - 1, width + m - 1, device=cont.device)).logits
+    return sequence_logprobs(logits, cont.masked_fill(batch["cont_mask"] == 0, -100), reduce)
+
+
 def label_scores(logits, cand_ids, cand_owner, n_labels: int, reduce: str = "sum"):
     """(B, K) label scores from the kept logits: (B*C, m, V), or (B, 1, V) for single-token words (a packed
     batch's (1, B*C*m, V) alike).

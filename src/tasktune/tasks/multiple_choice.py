@@ -172,16 +172,15 @@ class MultipleChoice:
 
     def _scores(self, model, batch, cfg):
         """(rows, max options) scores in shown order; absent options -inf."""
-        inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
-        logits = model(**inputs).logits
         t = cfg.task
-        if t.method == "head":
-            flat = logits[:, 0].float()
-        elif t.scoring == "letter":
-            scores = ls.label_scores(logits, batch["cand_ids"], batch["cand_owner"], batch["cand_ids"].shape[0])
-            return scores.masked_fill(~batch["option_mask"], float("-inf"))
+        if t.method == "label_scoring" and t.scoring == "text":
+            flat = ls.shared_prefix_logprobs(model, batch, t.text_score)
         else:
-            flat = ls.sequence_logprobs(logits, batch["targets"], t.text_score)
+            logits = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}).logits
+            if t.method != "head":  # the letters, all at the prompt's last position
+                scores = ls.label_scores(logits, batch["cand_ids"], batch["cand_owner"], batch["cand_ids"].shape[0])
+                return scores.masked_fill(~batch["option_mask"], float("-inf"))
+            flat = logits[:, 0].float()
         import torch
 
         out = torch.full(batch["option_mask"].shape, float("-inf"), device=flat.device)
@@ -339,7 +338,7 @@ def _fit(tokenizer, context: str, rest: str, budget: int) -> list[int]:
 
 class OptionCollator:
     """Batches of rows with different option counts: letter scoring (left-padded prompts, the letters'
-    candidate table), text scoring (a left-padded sequence per (row, option), targets right-aligned) or
+    candidate table), text scoring (each row's prompt once, left-padded, and its options right-padded) or
     the head (a right-padded pair per (row, option)); `option_mask` marks each row's real options."""
 
     def __init__(self, tokenizer, cfg):
@@ -373,18 +372,6 @@ class OptionCollator:
         return batch
 
     def _text(self, feats, pairs) -> dict:
-        import torch
-
-        seqs = [feats[i]["prompt_ids"] + feats[i]["option_ids"][j] for i, j in pairs]
-        targets = [feats[i]["option_ids"][j] for i, j in pairs]
-        length, m = max(len(s) for s in seqs), max(len(x) for x in targets)
-        ids = torch.full((len(seqs), length), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), length), dtype=torch.long)
-        table = torch.full((len(seqs), m), -100, dtype=torch.long)
-        for k, (s, x) in enumerate(zip(seqs, targets)):
-            ids[k, length - len(s):] = torch.tensor(s)
-            mask[k, length - len(s):] = 1
-            table[k, m - len(x):] = torch.tensor(x)
-        # Option tokens end every sequence: positions length-m-1 .. length-2 predict them (as in label scoring).
-        return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
-                "logits_to_keep": torch.arange(length - m - 1, length - 1), "targets": table}
+        # Each row's prompt once, its options continuing it (ls.shared_prefix_logprobs).
+        return ls.shared_prefix_batch([f["prompt_ids"] for f in feats], [feats[i]["option_ids"][j] for i, j in pairs],
+                                      [i for i, _ in pairs], self.pad)
