@@ -119,7 +119,14 @@ def test_packed_batches_score_like_padded_ones(request, model_fixture, verbalize
     packed = task.collator(tok, cfg, state)(feats)
     padded = task.collator(tok, cfg, state, packed=False)(feats)
     assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
-    assert packed["input_ids"].shape[1] == int(padded["attention_mask"].sum())  # no padding computed
+    from tasktune.tasks.label_scoring import candidates
+
+    cands = candidates(tok, state["labels"], cfg.task.verbalizer)
+    words = [[]] if cands.single_token else cands.token_ids
+    # No padding computed: one (prompt + word) sequence per row and word, back to back.
+    assert packed["input_ids"].shape[1] == sum(len(f["prompt_ids"]) + len(w) for f in feats for w in words)
+    if not cands.single_token:  # unpacked, each prompt is read once and the words continue it
+        assert padded["input_ids"].shape[0] == 3 and padded["cont_ids"].shape[0] == 3 * len(words)
     with torch.no_grad():
         a, b = task._scores(model, packed, cfg, state), task._scores(model, padded, cfg, state)
         loss_a = task.compute_loss(model, packed, cfg, state)

@@ -193,6 +193,9 @@ class Classification:
 
     def _scores(self, model, batch, cfg, state):
         """(batch, labels) scores: the head's logits, or the label words' log-probabilities."""
+        if "cont_ids" in batch:  # words of several tokens continuing each prompt read once
+            cand = ls.shared_prefix_logprobs(model, batch, cfg.task.label_score)
+            return ls.per_label(cand.view(len(batch["input_ids"]), -1), batch["cand_owner"], len(state["labels"]))
         logits = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}).logits
         if cfg.task.method != "label_scoring":
             return logits.float()

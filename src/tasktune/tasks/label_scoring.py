@@ -2,13 +2,13 @@
 
 Plain functions used by the classification task when `model.method: label_scoring`.
 
-How a batch is built (LabelScoringCollator): the prompt `task.prompt` with the row's text, then,
-for each candidate word of the verbalizer, one sequence `prompt + word tokens`, LEFT-padded so
-that every sequence ends at the same position and every word's tokens are right-aligned. The
-positions whose logits predict the word tokens are then the same for every row, so the model's
-own `logits_to_keep` computes the LM head only there (with gemma's 262k vocabulary the full head
-would be most of the cost and memory). When every word is a single token, one sequence per row
-suffices: all words are scored at the prompt's last position.
+How a batch is built (LabelScoringCollator): the prompt `task.prompt` with the row's text, LEFT-padded,
+and the model's own `logits_to_keep` computing the LM head only at the positions that predict word
+tokens (with gemma's 262k vocabulary the full head would be most of the cost and memory). When every
+word is a single token, one sequence per row suffices: all words are scored at the prompt's last
+position. Words of several tokens continue the prompt from its KV cache (`shared_prefix_logprobs`):
+the prompt is still read once per row, not once per word. Packed batches (train.packing) put one
+sequence per (row, word) back to back instead.
 
 A label's score is the sum (or mean, `task.label_score`) of its word's token log-probabilities;
 a label with several words takes the log-sum-exp over them. Training minimises cross-entropy over
@@ -82,7 +82,9 @@ def candidate_table(cands: Candidates):
 class LabelScoringCollator:
     """Features {prompt_ids, labels?} -> a batch with `logits_to_keep` at the word positions.
 
-    Unpacked: one sequence per (row, word), LEFT-padded so every word ends at the last position.
+    Unpacked, one-token words: one LEFT-padded sequence per row, every word scored at its last position.
+    Unpacked, longer words: each prompt once and every word continuing it (`shared_prefix_batch`; the
+    task calls `shared_prefix_logprobs` then `per_label`), not one full sequence per (row, word).
     Packed (`packed=True`, train.packing): every sequence of the batch back to back in ONE row, with
     position ids restarting at each and no attention mask, so transformers builds a block-diagonal
     causal mask (each review sees only itself) and `logits_to_keep` lists each sequence's word
@@ -102,19 +104,20 @@ class LabelScoringCollator:
         seqs = [f["prompt_ids"] + w for f in features for w in words]
         if self.packed:
             return self._packed(seqs, features)
-        length = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), length), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, length - len(s):] = torch.tensor(s)
-            mask[i, length - len(s):] = 1
-        m = self.cands.width
-        # Logits at position p predict token p+1: words end at the last position, so their tokens are
-        # predicted from positions length-m-1 .. length-2 (the prompt's last position when m == 1).
-        keep = torch.arange(length - 1, length) if self.cands.single_token else torch.arange(length - m - 1, length - 1)
-        batch = {"input_ids": ids, "attention_mask": mask, "logits_to_keep": keep,
-                 "position_ids": (mask.cumsum(-1) - 1).clamp(min=0), "cand_ids": self.table,
-                 "cand_owner": self.owner, "loss_items": len(features)}
+        if not self.cands.single_token:  # several-token words: each prompt once, its words continue it
+            batch = shared_prefix_batch([f["prompt_ids"] for f in features], words * len(features),
+                                        [i for i in range(len(features)) for _ in words], self.pad_id)
+        else:
+            length = max(len(s) for s in seqs)
+            ids = torch.full((len(seqs), length), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(seqs), length), dtype=torch.long)
+            for i, s in enumerate(seqs):
+                ids[i, length - len(s):] = torch.tensor(s)
+                mask[i, length - len(s):] = 1
+            # Logits at position p predict token p+1: every word is scored at the prompt's last position.
+            batch = {"input_ids": ids, "attention_mask": mask, "logits_to_keep": torch.arange(length - 1, length),
+                     "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+        batch.update(cand_ids=self.table, cand_owner=self.owner, loss_items=len(features))
         if "labels" in features[0]:
             batch["labels"] = torch.tensor([f["labels"] for f in features])
         return batch
@@ -218,12 +221,20 @@ def label_scores(logits, cand_ids, cand_owner, n_labels: int, reduce: str = "sum
 
     c, m = cand_ids.shape
     logits = logits.reshape(-1, m, logits.shape[-1])  # a packed batch's (1, S * m, V) -> (S, m, V)
-    cand_ids, cand_owner = cand_ids.to(logits.device), cand_owner.to(logits.device)
+    cand_ids = cand_ids.to(logits.device)
     if m == 1:
         cand = logits.float().log_softmax(-1)[:, 0, cand_ids[:, 0]]                   # (B, C)
     else:
         rows = logits.shape[0] // c
         cand = sequence_logprobs(logits, cand_ids.repeat(rows, 1), reduce).view(rows, c)
+    return per_label(cand, cand_owner, n_labels)
+
+
+def per_label(cand, cand_owner, n_labels: int):
+    """(B, K) label scores from (B, C) candidate-word scores: log-sum-exp over each label's words."""
+    import torch
+
+    cand_owner = cand_owner.to(cand.device)
     member = torch.nn.functional.one_hot(cand_owner, n_labels).bool()              # (C, K)
     masked = cand.unsqueeze(-1).masked_fill(~member, float("-inf"))                  # (B, C, K)
     return masked.logsumexp(1)
