@@ -65,7 +65,8 @@ def main() -> None:
     for i, method in enumerate(a.methods):
         cfg = ROOT / "examples" / "mc_c3.yaml"
         # "text": label scoring trained on the option texts (each prompt read once), with its own zero-shot beside it.
-        how = ["task.method=label_scoring", "task.scoring=text"] if method == "text" else [f"task.method={method}"]
+        how = {"text": ["task.method=label_scoring", "task.scoring=text"], "head": ["task.method=head"],
+               "label_scoring": ["task.method=label_scoring", "task.scoring=letter"]}[method]
         proc_args = [*common, *how, f"baseline.after_training={str(i == 0 or method == 'text').lower()}"]
         folder = out / method
         if a.reuse and (folder / "eval" / "eval" / "metrics.json").is_file():
