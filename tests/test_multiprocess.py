@@ -69,8 +69,9 @@ def _family(name, tmp_path, fixtures) -> list[str]:
         return ["task=sft", f"model.name={fixtures['tiny_qwen']}", "model.max_length=64", f"data.train={train}"]
     if name == "multiple_choice":
         train = write_jsonl(tmp_path / "train.jsonl", make_mc_rows(24))
+        # Option texts: two forwards per step (prompts, then options on their KV cache) under DDP.
         return ["task=multiple_choice", f"model.name={fixtures['tiny_qwen']}", "model.max_length=64",
-                f"data.train={train}"]
+                f"data.train={train}", "task.scoring=text"]
     corpus, train, _ = fixtures["retrieval_files"]
     return ["task=retrieval", f"model.name={_without_dropout(fixtures['ret_bert'], tmp_path / 'bert')}", "model.max_length=32", f"data.train={train}",
             f"task.corpus={corpus}", "task.pooling=mean",
