@@ -211,7 +211,8 @@ def _measured_span_model(qa_qwen, folder, rows):
 def test_accumulation_gives_the_same_update_as_one_big_batch(tiny_qwen, qa_qwen, tmp_path, family):
     """12 rows: batch 8 x 2 accumulation (micro-batches of 8 and 4) and batch 16 x 1 must take the same step:
     the loss is normalised over the items of the whole accumulated batch, not averaged per micro-batch
-    (which would weigh the 4 rows of the second micro-batch twice as much)."""
+    (which would weigh the 4 rows of the second micro-batch twice as much). So must train.sampling=
+    batch_rebalance (the step's rows sorted by length into 4 forward passes of varying size)."""
     import torch
 
     from conftest import make_rows, write_jsonl
@@ -226,12 +227,12 @@ def test_accumulation_gives_the_same_update_as_one_big_batch(tiny_qwen, qa_qwen,
         extra = {"task": "extractive_qa", "model.max_length": 96, "task.doc_stride": 16}
     train_file = write_jsonl(tmp_path / "train.jsonl", rows)
     runs = {}
-    for batch in (8, 16):
+    for batch, sampling in ((8, "random"), (16, "random"), (4, "batch_rebalance")):
         run = tmp_path / f"b{batch}"
         _train(base_config(model, train_file, "null", run, **{
             "train.batch_size": batch, "train.effective_batch_size": 16, "train.max_steps": 1,
             "train.eval_during_training": "false", "train.learning_rate": 0.1, "train.label_smoothing": 0.1,
-            **extra}))
+            "train.sampling": sampling, **extra}))
         runs[batch] = _weights(run)
     before = _weights_of(model)
     moved = 0
@@ -239,6 +240,7 @@ def test_accumulation_gives_the_same_update_as_one_big_batch(tiny_qwen, qa_qwen,
         # Adam's first step is about lr * sign(gradient): float noise moves an element by far less than
         # 1e-3 * lr, a differently weighted gradient flips signs (2 * lr apart).
         assert torch.allclose(small, runs[16][name], atol=1e-4), name
+        assert torch.allclose(runs[4][name], runs[16][name], atol=1e-4), name
         moved += int(name in before and not torch.allclose(small, before[name]))
     assert moved > 0  # the step really changed weights
 
@@ -249,6 +251,41 @@ def _weights_of(folder):
     from safetensors.torch import load_file
 
     return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def test_batch_rebalance_sorts_each_steps_rows_into_passes_of_similar_length(tiny_qwen, tmp_path, capsys):
+    from conftest import make_rows, write_jsonl
+
+    from tasktune.cli import main
+
+    rows = make_rows(16, seed=3)
+    for i, r in enumerate(rows):
+        r["text"] = " ".join([r["text"]] * (1 + i % 4))  # lengths from short to 4x
+    train_file = write_jsonl(tmp_path / "train.jsonl", rows)
+    widths = []
+    from tasktune.tasks.classification import Classification
+
+    original = Classification.compute_loss
+
+    def spy(self, model, batch, cfg, state):
+        widths.append((len(batch["input_ids"]), int(batch["attention_mask"].sum(1).max())))
+        return original(self, model, batch, cfg, state)
+
+    Classification.compute_loss = spy
+    try:
+        _train(base_config(tiny_qwen, train_file, "null", tmp_path / "r", **{
+            "task.method": "head", "train.batch_size": 2, "train.effective_batch_size": 8, "train.epochs": 1,
+            "train.sampling": "batch_rebalance", "train.eval_during_training": "false"}))
+    finally:
+        Classification.compute_loss = original
+    steps = [widths[i:i + 4] for i in range(0, len(widths), 4)]
+    assert len(steps) == 2 and all(sum(n for n, _ in step) == 8 for step in steps)  # 8 rows per optimizer step
+    assert any(len({n for n, _ in step}) > 1 for step in steps)  # short rows share a pass, long rows get smaller ones
+    # Refused without accumulation: one line, exit 2.
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    assert main(["train", str(tmp_path / "empty.yaml"), *base_config(tiny_qwen, train_file, "null", tmp_path / "x", **{
+        "train.sampling": "batch_rebalance"})]) == 2
+    assert "train.sampling=batch_rebalance" in capsys.readouterr().err
 
 
 def test_effective_batch_must_divide():

@@ -158,6 +158,11 @@ class TrainConfig(Section):
         False, description="Pack each batch's examples back to back into one sequence (attention stays within "
         "each example): no compute on padding. For label scoring and sft. Pays on CPUs (1.7x measured); on a GPU with "
         "SDPA the pack's dense mask made it 0.54x (bench/RESULTS.md): leave it off there.")
+    sampling: Literal["random", "batch_rebalance"] = Field(
+        "random", description="random: each forward pass's rows drawn at random. batch_rebalance: each optimizer "
+        "step's rows are still drawn at random, then sorted by length into forward passes of similar length "
+        "(longer rows in smaller ones; transformers' BatchRebalanceSampler): less padding, the same rows per step. "
+        "Needs gradient accumulation (train.effective_batch_size above train.batch_size x processes).")
     bf16: Literal["auto"] | bool = Field(
         "auto", description="bfloat16 autocast (mixed precision; trainable weights stay fp32). auto: on where bf16 is "
         "fast (GPUs with bf16, CPUs with bf16 units: a short probe decides); true: always; false: never.")

@@ -10,7 +10,8 @@ Example:
 from __future__ import annotations
 
 
-def _length(feature: dict) -> int:
+def feature_length(feature: dict) -> int:
+    """A feature's length for sorting: its longest list (token ids under whichever name the task uses)."""
     return max((len(v) for v in feature.values() if isinstance(v, list)), default=0)
 
 
@@ -27,7 +28,7 @@ def batched_outputs(model, features: list[dict], collate, forward, batch_size: i
     from tasktune.precision import decide_bf16
 
     model.eval()
-    order = sorted(range(len(features)), key=lambda i: _length(features[i]))
+    order = sorted(range(len(features)), key=lambda i: feature_length(features[i]))
     results: list = [None] * len(features)
     device = model.device
     autocast = decide_bf16(bf16).bf16

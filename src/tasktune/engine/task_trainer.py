@@ -42,6 +42,21 @@ class TaskTrainer(Trainer):
             items = self.accelerator.gather(items).sum()
         return items
 
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.train_sampling_strategy != "batch_rebalance":
+            return super()._get_train_sampler(train_dataset)
+        from transformers.trainer_pt_utils import BatchRebalanceSampler
+
+        from tasktune.engine.inference import feature_length
+
+        # Trainer would read lengths from `input_ids`; tasks name their token lists differently (prompt_ids...).
+        data = self.train_dataset if train_dataset is None else train_dataset
+        world, accum = max(1, self.args.world_size), self.args.gradient_accumulation_steps
+        return BatchRebalanceSampler(
+            lengths=[feature_length(f) for f in data], effective_batch_size=self.args.train_batch_size * accum * world,
+            dp_size=world, grad_accum=accum, seed=self.args.seed, rank=self.args.process_index if world > 1 else 0,
+            drop_last=self.args.dataloader_drop_last)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         batch = dict(inputs)
         items = batch.pop("loss_items")

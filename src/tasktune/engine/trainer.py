@@ -59,6 +59,10 @@ def training_arguments(cfg, run_dir: str, has_eval: bool, task=None):
              precision.setting, precision.reason)
     world = distributed_state().num_processes
     accum = accumulation_steps(t.effective_batch_size, t.batch_size, world)
+    if t.sampling == "batch_rebalance" and accum == 1:
+        raise UserError("train.sampling=batch_rebalance sorts each optimizer step's rows into several forward "
+                        "passes: set train.effective_batch_size to a multiple of train.batch_size above it "
+                        f"(e.g. {t.batch_size * world * 4}), or train.sampling=random")
     log.info("batch: %d per device x %d process(es) x %d accumulation = %d per optimizer step",
              t.batch_size, world, accum, t.batch_size * world * accum)
     interval = {"eval_strategy": "steps", "eval_steps": t.eval_steps} if t.eval_steps else {"eval_strategy": "epoch"}
@@ -75,7 +79,7 @@ def training_arguments(cfg, run_dir: str, has_eval: bool, task=None):
             load_best_model_at_end=has_eval, metric_for_best_model=t.best_metric if has_eval else None,
             greater_is_better=greater_is_better(t.best_metric, task), dataloader_num_workers=t.num_workers,
             report_to=t.report_to or "none", restore_callback_states_from_checkpoint=True,
-            remove_unused_columns=False, disable_tqdm=False, use_cpu=not torch.cuda.is_available(), **interval, **save,
+            remove_unused_columns=False, disable_tqdm=False, train_sampling_strategy=t.sampling, use_cpu=not torch.cuda.is_available(), **interval, **save,
             **sharding_kwargs(t),
         )
     except ValueError as exc:  # a combination TrainingArguments refuses: name it, no traceback
