@@ -9,7 +9,9 @@ speed noise, the accuracy is the same):
 - peer: `bench/peer_classification.py` (pad every row to 128, new SEQ_CLS head, LoRA);
 - tasktune-head: `tasktune train` with `task.method: head` (dynamic padding per batch);
 - tasktune-label: `task.method: label_scoring`, the quickstart's prompt and packing (no new head: the LM
-  scores 正面 / 负 after the prompt, logits at one position per row).
+  scores 正面 / 负 after the prompt, logits at one position per row);
+- tasktune-head-rebalance (on request, --tools): the head with `train.sampling: batch_rebalance`, batch 4 x 2
+  accumulation = the same 8 random rows per step, sorted by length into two forward passes.
 Figures per run: train samples/s (each Trainer's own figure), tokens/s (the rows' real tokens, the same
 count for every tool, so the ratio is the samples/s ratio), peak RSS, accuracy with a bootstrap 95%
 interval, and model FLOPs utilisation: 4 x (non-embedding parameters) FLOPs per real token (LoRA: the
@@ -28,7 +30,7 @@ Speed is questions/s (training questions over the training loop's runtime: both 
 quality EM and F1 by the CMRC 2018 rules, with a bootstrap interval on F1. No MFU (an encoder's FLOPs per
 padded window are what both pay).
 
-Run: python bench/compare.py --suite classification [--train 200] [--test 200] [--repeats 3]
+Run: python bench/compare.py --suite classification [--train 200] [--test 200] [--repeats 3] [--tools ...] [--no-peer]
      python bench/compare.py --suite qa --train 150 --test 100 --out bench/compare_qa.json
 """
 
@@ -56,6 +58,9 @@ TOOLS = {
     "tasktune-head": ["task.method=head"],
     "tasktune-label": ["task.method=label_scoring", "train.packing=true", 'task.prompt="评论：{text}\\n情感（正面或负面）："',
                        "task.verbalizer={'1': 正面, '0': 负}"],
+    # the same 8 random rows per step, sorted by length into 2 forward passes (train.sampling)
+    "tasktune-head-rebalance": ["task.method=head", "train.batch_size=4", "train.effective_batch_size=8",
+                                "train.sampling=batch_rebalance"],
 }
 
 
@@ -174,10 +179,12 @@ def run_qa_tasktune(out: Path, files: tuple[Path, Path], repeat: int, n_train: i
 
 
 def speed_summary(runs: dict[str, list[dict]], tool: str, key: str) -> tuple[float, dict]:
-    """(median of `tool`'s repeats, {min, max, ratio to the peer's median})."""
+    """(median of `tool`'s repeats, {min, max, ratio to the peer's median}); without a peer (--no-peer), the ratio
+    is to the first tool's median."""
     speeds = [r[key] for r in runs[tool]]
     med = statistics.median(speeds)
-    return med, {"min": min(speeds), "max": max(speeds), "ratio": med / statistics.median(r[key] for r in runs["peer"])}
+    base = runs["peer"] if "peer" in runs else next(iter(runs.values()))
+    return med, {"min": min(speeds), "max": max(speeds), "ratio": med / statistics.median(r[key] for r in base)}
 
 
 def _runs(data: Path, runs: str) -> Path | None:
@@ -220,6 +227,9 @@ def main() -> None:
     p.add_argument("--train", type=int, default=200)
     p.add_argument("--test", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--tools", nargs="+", default=["tasktune-head", "tasktune-label"], choices=list(TOOLS),
+                   help="classification: the tasktune variants run beside the peer")
+    p.add_argument("--no-peer", action="store_true", help="classification: tasktune variants only (ratios between them)")
     p.add_argument("--runs", default="bench_runs/compare")
     p.add_argument("--out", default="bench/compare_classification.json")
     a = p.parse_args()
@@ -231,10 +241,11 @@ def main() -> None:
     files = split(out, a.train, a.test)
     machine, facts = peak(), model_facts(files[0])
     print(json.dumps({"machine": machine, "model": facts}), flush=True)
-    runs: dict[str, list[dict]] = {"peer": [], **{t: [] for t in TOOLS}}
+    runs: dict[str, list[dict]] = {**({} if a.no_peer else {"peer": []}), **{t: [] for t in a.tools}}
     for repeat in range(a.repeats):  # interleaved: a slow spell of the machine hits every tool alike
-        runs["peer"].append(run_peer(out, files, repeat))
-        for tool in TOOLS:
+        if not a.no_peer:
+            runs["peer"].append(run_peer(out, files, repeat))
+        for tool in a.tools:
             runs[tool].append(run_tasktune(out, files, tool, repeat))
         print(json.dumps({k: v[-1] for k, v in runs.items()}), flush=True)
         Path(a.out).write_text(json.dumps({"machine": machine, "model": facts, "runs": runs}, indent=2) + "\n")
