@@ -159,6 +159,20 @@ def test_score_fusion_by_hand():
     assert dict(_score_fusion([("x", 0.4)], [], weights=(0.5, 0.5))) == {"x": 0.0}  # one hit: nothing to scale
 
 
+def test_mining_ranks_deep_enough_for_its_hard_rule(ret_bert, retrieval_files, tmp_path, capsys):
+    """hard_if_gold_not_in 100 on 40 passages: every gold is in the top 100, so no query is hard (the ranking
+    must not stop at 21 and call a gold ranked 30th 'not found')."""
+    corpus, train, _ = retrieval_files
+    cfg = tmp_path / "ret.yaml"
+    cfg.write_text(f"task: {{name: retrieval, corpus: {corpus}, mine: {{hard_if_gold_not_in: 100, negatives: 1}}}}\n"
+                   f"model: {{name: {ret_bert}, max_length: 32}}\ndata: {{train: {train}, eval: null}}\n",
+                   encoding="utf-8")
+    assert main(["train", str(cfg), f"output_dir={tmp_path / 'run'}"]) == 2
+    assert "no training query is hard" in capsys.readouterr().err
+    stage1 = json.loads((tmp_path / "run/stage1/evaluation_results.json").read_text())
+    assert all(len(q["ranked"]) == 40 for q in stage1["train"]["queries"])  # the whole corpus, not the top 21
+
+
 def test_retrieval_run_through_the_cli(ret_bert, retrieval_files, tmp_path, capsys):
     """Two-stage training writes every artifact; best/ is a sentence-transformers folder; the index round-trips."""
     from sentence_transformers import SentenceTransformer

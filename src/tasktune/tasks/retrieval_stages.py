@@ -40,7 +40,9 @@ def mine_stage(task, model, tokenizer, splits, cfg, run_dir: Path):
 
     m, state = cfg.task.mine, splits.state
     cfg = cfg.model_copy(update={"task": cfg.task.model_copy(update={"combine": "none"})})  # the starting model alone
-    depth = cfg.task.model_copy(update={"top_k": max(cfg.task.top_k, m.negatives + 20)})
+    # Deep enough to see a gold passage anywhere in the top hard_if_gold_not_in: a gold ranked below the list's
+    # end would otherwise count as "not found", i.e. hard, however high hard_if_gold_not_in was set.
+    depth = cfg.task.model_copy(update={"top_k": max(cfg.task.top_k, m.negatives + 20, m.hard_if_gold_not_in)})
     deep = cfg.model_copy(update={"task": depth})
     passages = passage_vectors(model, tokenizer, cfg, state, cfg.train.eval_batch_size or 32)  # encoded once
     corpus, vectors, _ = passages
