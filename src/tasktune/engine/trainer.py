@@ -79,7 +79,8 @@ def training_arguments(cfg, run_dir: str, has_eval: bool, task=None):
             load_best_model_at_end=has_eval, metric_for_best_model=t.best_metric if has_eval else None,
             greater_is_better=greater_is_better(t.best_metric, task), dataloader_num_workers=t.num_workers,
             report_to=t.report_to or "none", restore_callback_states_from_checkpoint=True,
-            remove_unused_columns=False, disable_tqdm=False, train_sampling_strategy=t.sampling, use_cpu=not torch.cuda.is_available(), **interval, **save,
+            remove_unused_columns=False, disable_tqdm=False, train_sampling_strategy=t.sampling,
+            use_cpu=not torch.cuda.is_available(), **interval, **save,
             **sharding_kwargs(t),
         )
     except ValueError as exc:  # a combination TrainingArguments refuses: name it, no traceback

@@ -100,23 +100,18 @@ class LabelScoringCollator:
     def __call__(self, features: list[dict]) -> dict:
         import torch
 
-        words = [[]] if self.cands.single_token else self.cands.token_ids
-        seqs = [f["prompt_ids"] + w for f in features for w in words]
         if self.packed:
-            return self._packed(seqs, features)
-        if not self.cands.single_token:  # several-token words: each prompt once, its words continue it
-            batch = shared_prefix_batch([f["prompt_ids"] for f in features], words * len(features),
-                                        [i for i in range(len(features)) for _ in words], self.pad_id)
-        else:
-            length = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), length), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(seqs), length), dtype=torch.long)
-            for i, s in enumerate(seqs):
-                ids[i, length - len(s):] = torch.tensor(s)
-                mask[i, length - len(s):] = 1
+            words = [[]] if self.cands.single_token else self.cands.token_ids
+            return self._packed([f["prompt_ids"] + w for f in features for w in words], features)
+        prompts = [f["prompt_ids"] for f in features]
+        if self.cands.single_token:
             # Logits at position p predict token p+1: every word is scored at the prompt's last position.
-            batch = {"input_ids": ids, "attention_mask": mask, "logits_to_keep": torch.arange(length - 1, length),
-                     "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+            batch = left_padded(prompts, self.pad_id)
+            batch["logits_to_keep"] = torch.arange(batch["input_ids"].shape[1] - 1, batch["input_ids"].shape[1])
+        else:  # several-token words: each prompt once, its words continue it
+            words = self.cands.token_ids
+            batch = shared_prefix_batch(prompts, words * len(features),
+                                        [i for i in range(len(features)) for _ in words], self.pad_id)
         batch.update(cand_ids=self.table, cand_owner=self.owner, loss_items=len(features))
         if "labels" in features[0]:
             batch["labels"] = torch.tensor([f["labels"] for f in features])
@@ -151,16 +146,23 @@ def sequence_logprobs(logits, targets, reduce: str = "sum"):
     return total / valid.sum(-1) if reduce == "mean" else total
 
 
+def left_padded(seqs: list[list[int]], pad: int) -> dict:
+    """{input_ids, attention_mask, position_ids}: `seqs` LEFT-padded, positions counting real tokens only."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
+    return {"input_ids": torch.tensor([[pad] * (width - len(s)) + s for s in seqs]), "attention_mask": mask,
+            "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+
+
 def shared_prefix_batch(prompts: list[list[int]], continuations: list[list[int]], owner: list[int], pad: int) -> dict:
     """Tensors for `shared_prefix_logprobs`: the prompts LEFT-padded (B, P) with their mask and position ids,
     the continuations RIGHT-padded (S, m) with their mask, and `prefix_owner` (S,): continuation -> prompt."""
     import torch
 
-    width, m = max(len(p) for p in prompts), max(len(c) for c in continuations)
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
-            "cont_ids": torch.tensor([c + [pad] * (m - len(c)) for c in continuations]),
+    m = max(len(c) for c in continuations)
+    return {**left_padded(prompts, pad), "cont_ids": torch.tensor([c + [pad] * (m - len(c)) for c in continuations]),
             "cont_mask": torch.tensor([[1] * len(c) + [0] * (m - len(c)) for c in continuations]),
             "prefix_owner": torch.tensor(owner)}
 
