@@ -48,8 +48,9 @@ def embeddings_grouped(model, input_ids, attention_mask, pooling: str, stats: di
 
     Why: a training batch pads every passage to the longest one; on CPU, forward + backward cost what the
     padded tokens cost, so sorting 16 passages by length into two groups of 8 cuts the work (gemma-3-270m +
-    LoRA on CMRC chunks: 1.22x sentence-transformers' trainer, which pads each column separately; bench/RESULTS.md). The embeddings are the same as one padded forward's (right padding,
-    masked attention): only padding is skipped. Smaller groups lose more to small matrix products than
+    LoRA on CMRC chunks: 1.22x sentence-transformers' trainer, which pads each column separately;
+    bench/RESULTS.md). The embeddings are the same as one padded forward's (right padding, masked
+    attention): only padding is skipped. Smaller groups lose more to small matrix products than
     they save.
     Example: embeddings_grouped(model, ids, mask, "mean", None, rows=8)  # (len(ids), hidden)
     """

@@ -65,7 +65,8 @@ class RetrievalSettings(TaskSettings):
     forward_rows: int | None = Field(
         None, gt=0, description="Training: encode a batch's passages in groups of this many, sorted by length, each "
         "padded to its own longest (same loss, less padding). Unset: 8 on CPU (with it, training ran at 1.22x "
-        "sentence-transformers' trainer: bench/RESULTS.md), the whole batch on a GPU (large products are what it is fast at).")
+        "sentence-transformers' trainer: bench/RESULTS.md), the whole batch on a GPU (large products are what it "
+        "is fast at).")
     top_k: int = Field(10, gt=0, description="Passages kept per query in predictions (metrics need 10).")
     query_prefix: str = Field("", description="Text put before each query, e.g. 'query: ' (E5-style models).")
     passage_prefix: str = Field("", description="Text put before each passage, e.g. 'passage: '.")
