@@ -104,3 +104,49 @@ def test_qlora_trains_adapters_on_a_4bit_base(qwen64, sentiment_files, tmp_path)
     assert "Linear4bit" in kinds  # the frozen base really is 4-bit at inference too
     with pytest.raises(UserError, match="model.quantization trains LoRA adapters"):
         load_config(None, ["task=classification", "model.name=x", "model.quantization=4bit"])
+
+
+def test_cheap_dropout_matches_torch_dropout_in_law_and_gradient():
+    import torch
+
+    from tasktune.models.lora_dropout import CheapDropout
+
+    torch.manual_seed(0)
+    drop = CheapDropout(0.05)
+    x = torch.randn(1000, 1000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    # Kept elements are scaled by 1 / (1 - p); the drop rate is p (binomial sd over 1e6 draws: 2.2e-4).
+    assert torch.allclose(y[kept], x[kept] / 0.95)
+    assert abs((~kept).float().mean().item() - 0.05) < 1e-3
+    y.sum().backward()  # the gradient is the same mask and scale
+    assert torch.allclose(x.grad, kept.float() / 0.95)
+    # Masks are independent from call to call and reproducible under a seed.
+    torch.manual_seed(1)
+    a = drop(torch.ones(4, 640)) == 0
+    b = drop(torch.ones(4, 640)) == 0
+    torch.manual_seed(1)
+    assert torch.equal(a, drop(torch.ones(4, 640)) == 0) and not torch.equal(a, b)
+    drop.eval()
+    assert drop(x) is x
+    assert CheapDropout(0.0).train()(x) is x
+
+
+def test_lora_layers_use_cheap_dropout_with_their_own_p(tiny_qwen):
+    from peft import LoraConfig, get_peft_model
+    from torch import nn
+    from transformers import AutoModelForCausalLM
+
+    from tasktune.models.lora_dropout import CheapDropout
+    from tasktune.models.peft_adapters import apply_lora
+
+    cfg = load_config(None, ["task=classification", f"model.name={tiny_qwen}", "model.lora={r: 2, dropout: 0.1}"])
+    model = apply_lora(AutoModelForCausalLM.from_pretrained(tiny_qwen), cfg.model.lora, task_type=None)
+    drops = [m.lora_dropout["default"] for m in model.modules() if isinstance(getattr(m, "lora_dropout", None), nn.ModuleDict)]
+    assert drops and all(type(d) is CheapDropout and d.p == 0.1 for d in drops)
+    # p = 0: peft's identity stays, nothing to draw.
+    plain = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_qwen),
+                           LoraConfig(r=2, lora_dropout=0.0, target_modules="all-linear"))
+    from tasktune.models.lora_dropout import swap_lora_dropout
+
+    assert swap_lora_dropout(plain) == 0

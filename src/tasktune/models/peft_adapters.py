@@ -41,6 +41,9 @@ def apply_lora(model, lora, task_type: str | None):
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=targets, modules_to_save=lora.modules_to_save, task_type=task_type)
     model = get_peft_model(model, config)
+    from tasktune.models.lora_dropout import swap_lora_dropout
+
+    swap_lora_dropout(model)  # same p; peft's nn.Dropout draws masks slowly on CPUs (see lora_dropout.py)
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA r=%d on %s%s: %s of %s parameters trainable (%.2f%%)", lora.r, lora.target_modules,
              f", layers {layers}" if layers else "", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
