@@ -19,8 +19,8 @@ other half of the eval paragraphs (2-fold cross-fitting, the "-crossfit" rows): 
 figure for `eval --tune-null-threshold`, which fits on the rows it scores. --reuse keeps a
 finished run whose config is unchanged instead of training it again.
 
---variants runs the span-scorer study: causal or bidirectional attention x span head reading h_t or
-[h_t ; h_(t+1)] (`task.span_features`).
+--variants runs the span-scorer study: causal or bidirectional attention x span head reading h_t,
+[h_t ; h_(t+1)], or h_t plus a bilinear start-end term (`task.span_features`).
 
 Usage:
     python bench/extractive_qa.py --models gemma-3-270m all-minilm-l6-v2 --seeds 0 1 2
@@ -55,7 +55,9 @@ MODELS = {
 # The span-scorer study (issue 13): what each start/end score reads, under each attention.
 VARIANTS = {"causal-token": [], "causal-token_next": ["task.span_features=token_next"],
             "bidir-token": ["model.attention=bidirectional"],
-            "bidir-token_next": ["model.attention=bidirectional", "task.span_features=token_next"]}
+            "bidir-token_next": ["model.attention=bidirectional", "task.span_features=token_next"],
+            "causal-bilinear": ["task.span_features=bilinear"],
+            "bidir-bilinear": ["model.attention=bidirectional", "task.span_features=bilinear"]}
 
 
 def build_data(out: Path, split_seed: int, eval_paragraphs: int, negative_share: float) -> tuple[Path, Path]:

@@ -79,11 +79,13 @@ def test_decoder_field_extraction_through_the_cli(qa_qwen, tmp_path, capsys, mon
     assert typed["fields"]["name"]["value"] == "Carol King" and typed["fields"]["city"]["value"] is None
 
 
-def test_lora_span_head_is_saved_and_reloaded(qa_bert, tmp_path):
+@pytest.mark.parametrize("features", ["token", "bilinear"])
+def test_lora_span_head_is_saved_and_reloaded(qa_bert, tmp_path, features):
     from tasktune.run import load_run, predict, train
 
     train_file, eval_ = _files(tmp_path)
     cfg = load_config(None, ["task=extractive_qa", f"model.name={qa_bert}", "model.max_length=64",
+                             f"task.span_features={features}",
                              "task.doc_stride=16", "model.lora={r: 4, alpha: 8, dropout: 0.0}",
                              f"data.train={train_file}", f"data.eval={eval_}", f"output_dir={tmp_path / 'run'}",
                              "train.epochs=2", "train.batch_size=16", "train.learning_rate=5e-3",
@@ -95,6 +97,11 @@ def test_lora_span_head_is_saved_and_reloaded(qa_bert, tmp_path):
     adapter = json.loads((best / "adapter_config.json").read_text())
     assert {"span_head", "null_head"} <= set(adapter["modules_to_save"])
     assert "span_head" not in adapter["target_modules"]
+    if features == "bilinear":  # the pair term trained (its end half starts at 0) and saved with the adapter
+        from safetensors.torch import load_file
+
+        pair = [v for k, v in load_file(best / "adapter_model.safetensors").items() if "pair_head" in k]
+        assert len(pair) == 1 and pair[0].shape == (128, 32) and pair[0][64:].abs().sum() > 0
     saved = [json.loads(x) for x in (tmp_path / "run/eval/eval/predictions.jsonl").read_text().splitlines()]
     task, _, _, _ = load_run(tmp_path / "run")
     rows = [json.loads(x) for x in eval_.read_text().splitlines()]
@@ -139,6 +146,24 @@ def test_span_loss_smooths_over_valid_positions_and_weights_short_answers():
     assert (span_loss(_logits(3), labels, short, 0.0) / 2).item() == pytest.approx(2 * plain.item())
     boost = cfg.model_copy(update={"short_field_boost": 3.0})
     assert (span_loss(_logits(3), labels, boost, 0.0) / 2).item() == pytest.approx(1.5 * plain.item())
+
+
+def test_bilinear_span_loss_scores_the_end_given_the_gold_start():
+    from tasktune.tasks.extractive_qa import span_loss
+
+    cfg = load_config(None, ["model.name=x", "task=extractive_qa"]).task
+    torch.manual_seed(0)
+    logits = torch.randn(2, 7, 2 + 2 * 3)
+    logits[:, 0, 2:] = 0  # the null position carries no pair term
+    labels = torch.tensor([[2, 4, 3], [0, 0, 0]])
+    u, v = logits[0, 2, 2:5], logits[0, :, 5:]
+    end = logits[0, :, 1] + v @ u               # row 0: end scores given start 2
+    expect = (torch.nn.functional.cross_entropy(logits[0, :, 0], torch.tensor(2))
+              + torch.nn.functional.cross_entropy(end, torch.tensor(4))) / 2
+    # row 1 (no answer): the start is null, whose pair term is 0, so its end scores are plain
+    expect = expect + (torch.nn.functional.cross_entropy(logits[1, :, 0], torch.tensor(0))
+                       + torch.nn.functional.cross_entropy(logits[1, :, 1], torch.tensor(0))) / 2
+    assert span_loss(logits, labels, cfg, 0.0).item() == pytest.approx(expect.item(), rel=1e-5)
 
 
 def test_null_margin_loss_pushes_null_on_negatives_only_when_violated():

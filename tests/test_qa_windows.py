@@ -43,17 +43,21 @@ def test_windows_without_the_answer_get_the_null_label(qa_bert):
     assert all(f["labels"][2] == len(rows[f["_row"]]["answers"][0]["text"]) for f in feats if f["labels"][0])
 
 
-def test_top_spans_is_the_exhaustive_best_within_the_band():
+@pytest.mark.parametrize("rank", [0, 3])  # 3: a bilinear start-end term in channels 2: (u then v)
+def test_top_spans_is_the_exhaustive_best_within_the_band(rank):
     torch.manual_seed(0)
     length, max_tokens = 12, 4
-    logits = torch.randn(3, 1 + length, 2)
+    logits = torch.randn(3, 1 + length, 2 + 2 * rank)
+
+    def pair(b, i, j):
+        return (logits[b, 1 + i, 2:2 + rank] * logits[b, 1 + j, 2 + rank:]).sum() if rank else 0.0
     ctx = torch.ones(3, length, dtype=torch.bool)
     ctx[:, :3] = False  # question tokens
     ctx[2, 9:] = False  # padding of a shorter window
-    logits[:, 1:] = logits[:, 1:].masked_fill(~ctx.unsqueeze(-1), torch.finfo(torch.float32).min)
+    logits[:, 1:, :2] = logits[:, 1:, :2].masked_fill(~ctx.unsqueeze(-1), torch.finfo(torch.float32).min)
     out = top_spans(logits, max_tokens, n_best=5)
     for b in range(3):
-        brute = sorted(((logits[b, 1 + i, 0] + logits[b, 1 + j, 1]).item(), i, j)
+        brute = sorted(((logits[b, 1 + i, 0] + logits[b, 1 + j, 1] + pair(b, i, j)).item(), i, j)
                        for i in range(length) for j in range(i, min(length, i + max_tokens))
                        if ctx[b, i] and ctx[b, j])[::-1][:5]
         assert out[b, 0].item() == pytest.approx((logits[b, 0, 0] + logits[b, 0, 1]).item())

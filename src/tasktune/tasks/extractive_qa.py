@@ -44,9 +44,11 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "context_mask", "token_type_ids")
 class ExtractiveQASettings(TaskSettings):
     name: Literal["extractive_qa"] = "extractive_qa"
     doc_stride: int = Field(64, gt=0, description="Tokens shared by consecutive windows of a long context.")
-    span_features: Literal["token", "token_next"] = Field(
-        "token", description="What each position's start/end score reads: its own hidden state, or it and the next "
-        "token's (a causal model's start token then sees one token of the answer). Saved in the model's config.")
+    span_features: Literal["token", "token_next", "bilinear"] = Field(
+        "token", description="How spans are scored: start + end from each position's own hidden state (token), from "
+        "it and the next token's (token_next: a causal model's start token then sees one token of the answer), or "
+        "token plus a low-rank start-end term (bilinear: the end is chosen knowing its start). Saved in the model's "
+        "config.")
     max_answer_tokens: int = Field(64, gt=0, description="Longest answer span considered, in tokens.")
     n_best: int = Field(5, gt=0, description="Candidate answers kept per question in predictions.")
     null_threshold: float = Field(
@@ -366,7 +368,9 @@ def _collect_records(preds: list[dict], qa_rows: list[dict], records: list[dict]
 def span_loss(logits, labels, task_cfg, label_smoothing: float):
     """Sum over windows of the cross-entropy of start and end over "null or a context token".
 
-    `logits` (windows, 1 + length, 2), `labels` (windows, 3): start, end, answer characters.
+    `logits` (windows, 1 + length, 2), `labels` (windows, 3): start, end, answer characters. Logits with
+    more channels carry a bilinear start-end term (`models/span_head`): the end's cross-entropy then uses
+    end + pair(gold start, end), teacher-forced as an end head conditioned on its start.
     Label smoothing spreads its mass over the valid positions only (Trainer's label_smoothing_factor
     would put it on masked positions). Per-sample weights: `short_field_weight` for answers of at
     most `short_field_chars` characters, plus `short_field_boost` / answer characters. With
@@ -376,9 +380,11 @@ def span_loss(logits, labels, task_cfg, label_smoothing: float):
     import torch
 
     logits = logits.float()
+    target = labels[:, :2]
+    if logits.shape[-1] > 2:  # a bilinear scorer: the end is scored knowing the gold start
+        logits = torch.stack([logits[..., 0], logits[..., 1] + pair_scores(logits, target[:, 0])], dim=-1)
     valid = logits[..., 0] > torch.finfo(torch.float32).min / 2        # (batch, 1 + length)
     logp = torch.log_softmax(logits, dim=1)
-    target = labels[:, :2]
     nll = -logp.gather(1, target.unsqueeze(1)).squeeze(1)            # (batch, 2): start, end
     smooth = -(logp * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True)
     per = ((1 - label_smoothing) * nll + label_smoothing * smooth).mean(1)
@@ -391,6 +397,18 @@ def span_loss(logits, labels, task_cfg, label_smoothing: float):
     if task_cfg.null_margin_weight > 0:
         total = total + task_cfg.null_margin_weight * _margin(logits, valid, target, task_cfg.null_margin)
     return total.sum()
+
+
+def pair_scores(logits, starts):
+    """Bilinear term u(h_s) . v(h_e) for each window's start s = `starts` and every e: (windows, 1 + length).
+
+    `logits` (windows, 1 + length, 2 + 2 * rank) as `models/span_head` returns with span_features bilinear.
+    """
+    import torch
+
+    rank = (logits.shape[-1] - 2) // 2
+    u = logits[torch.arange(logits.shape[0], device=logits.device), starts, 2:2 + rank]   # (windows, rank)
+    return torch.einsum("wr,wtr->wt", u, logits[..., 2 + rank:])
 
 
 def _margin(logits, valid, target, margin: float):

@@ -101,7 +101,8 @@ class SpanCollator:
 
 def top_spans(logits, max_answer_tokens: int, n_best: int):
     """(batch, 1 + length, 2) logits -> (batch, 1 + 3 * n_best): null score, then (start, end, score)
-    of the n best valid spans in token positions of the window (score NO_SPAN where none is left)."""
+    of the n best valid spans in token positions of the window (score NO_SPAN where none is left).
+    With a bilinear scorer's extra channels, a span's score adds u(start) . v(end)."""
     import torch
 
     logits = logits.float()
@@ -112,9 +113,14 @@ def top_spans(logits, max_answer_tokens: int, n_best: int):
     width = min(max_answer_tokens, length)
     # band[b, i, k] = score of the span (i, i + k); invalid where either end is outside the context.
     band = torch.full((start.shape[0], length, width), -math.inf, device=logits.device)
+    rank = (logits.shape[-1] - 2) // 2  # > 0: a bilinear start-end term rides in channels 2: (models/span_head)
+    u, v = logits[:, 1:, 2:2 + rank], logits[:, 1:, 2 + rank:]
     for k in range(width):
         ok = valid_start[:, : length - k] & valid_start[:, k:]
-        band[:, : length - k, k] = torch.where(ok, start[:, : length - k] + end[:, k:], -math.inf)
+        score = start[:, : length - k] + end[:, k:]
+        if rank:
+            score = score + (u[:, : length - k] * v[:, k:]).sum(-1)
+        band[:, : length - k, k] = torch.where(ok, score, -math.inf)
     n = min(n_best, length * width)
     scores, idx = band.flatten(1).topk(n, dim=1)
     first, span = idx // width, idx % width
