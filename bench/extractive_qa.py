@@ -20,7 +20,8 @@ figure for `eval --tune-null-threshold`, which fits on the rows it scores. --reu
 finished run whose config is unchanged instead of training it again.
 
 --variants runs the span-scorer study: causal or bidirectional attention x span head reading h_t,
-[h_t ; h_(t+1)], or h_t plus a bilinear start-end term (`task.span_features`).
+[h_t ; h_(t+1)], or h_t plus a bilinear start-end term (`task.span_features`), "-prior": with a learned
+span-length score (`task.span_length_prior`).
 
 Usage:
     python bench/extractive_qa.py --models gemma-3-270m all-minilm-l6-v2 --seeds 0 1 2
@@ -57,7 +58,9 @@ VARIANTS = {"causal-token": [], "causal-token_next": ["task.span_features=token_
             "bidir-token": ["model.attention=bidirectional"],
             "bidir-token_next": ["model.attention=bidirectional", "task.span_features=token_next"],
             "causal-bilinear": ["task.span_features=bilinear"],
-            "bidir-bilinear": ["model.attention=bidirectional", "task.span_features=bilinear"]}
+            "bidir-bilinear": ["model.attention=bidirectional", "task.span_features=bilinear"],
+            "causal-token-prior": ["task.span_length_prior=true"],
+            "causal-bilinear-prior": ["task.span_features=bilinear", "task.span_length_prior=true"]}
 
 
 def build_data(out: Path, split_seed: int, eval_paragraphs: int, negative_share: float) -> tuple[Path, Path]:

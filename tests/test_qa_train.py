@@ -79,13 +79,13 @@ def test_decoder_field_extraction_through_the_cli(qa_qwen, tmp_path, capsys, mon
     assert typed["fields"]["name"]["value"] == "Carol King" and typed["fields"]["city"]["value"] is None
 
 
-@pytest.mark.parametrize("features", ["token", "bilinear"])
+@pytest.mark.parametrize("features", ["token", "bilinear"])  # bilinear with the span-length prior
 def test_lora_span_head_is_saved_and_reloaded(qa_bert, tmp_path, features):
     from tasktune.run import load_run, predict, train
 
     train_file, eval_ = _files(tmp_path)
     cfg = load_config(None, ["task=extractive_qa", f"model.name={qa_bert}", "model.max_length=64",
-                             f"task.span_features={features}",
+                             f"task.span_features={features}", f"task.span_length_prior={features == 'bilinear'}",
                              "task.doc_stride=16", "model.lora={r: 4, alpha: 8, dropout: 0.0}",
                              f"data.train={train_file}", f"data.eval={eval_}", f"output_dir={tmp_path / 'run'}",
                              "train.epochs=2", "train.batch_size=16", "train.learning_rate=5e-3",
@@ -100,8 +100,11 @@ def test_lora_span_head_is_saved_and_reloaded(qa_bert, tmp_path, features):
     if features == "bilinear":  # the pair term trained (its end half starts at 0) and saved with the adapter
         from safetensors.torch import load_file
 
-        pair = [v for k, v in load_file(best / "adapter_model.safetensors").items() if "pair_head" in k]
+        saved = load_file(best / "adapter_model.safetensors")
+        pair = [v for k, v in saved.items() if "pair_head" in k]
         assert len(pair) == 1 and pair[0].shape == (128, 32) and pair[0][64:].abs().sum() > 0
+        prior = [v for k, v in saved.items() if "length_head" in k]
+        assert len(prior) == 1 and prior[0].shape == (2, 16) and prior[0].abs().sum() > 0
     saved = [json.loads(x) for x in (tmp_path / "run/eval/eval/predictions.jsonl").read_text().splitlines()]
     task, _, _, _ = load_run(tmp_path / "run")
     rows = [json.loads(x) for x in eval_.read_text().splitlines()]
@@ -164,6 +167,19 @@ def test_bilinear_span_loss_scores_the_end_given_the_gold_start():
     expect = expect + (torch.nn.functional.cross_entropy(logits[1, :, 0], torch.tensor(0))
                        + torch.nn.functional.cross_entropy(logits[1, :, 1], torch.tensor(0))) / 2
     assert span_loss(logits, labels, cfg, 0.0).item() == pytest.approx(expect.item(), rel=1e-5)
+
+
+def test_span_length_prior_is_a_function_of_the_length_only():
+    from tasktune.models.span_head import SpanLengthPrior
+
+    prior = SpanLengthPrior()
+    torch.manual_seed(0)
+    torch.nn.init.normal_(prior.coef)
+    u, v = prior(40, "cpu")
+    pair = u @ v.T                                      # pair[s, e] = u(s) . v(e)
+    d = torch.arange(40)[None, :] - torch.arange(40)[:, None]
+    assert torch.allclose(pair, prior.score(d), atol=1e-4)
+    assert torch.allclose(pair[3, 5], pair[20, 22], atol=1e-4) and not torch.allclose(pair[3, 5], pair[3, 9])
 
 
 def test_null_margin_loss_pushes_null_on_negatives_only_when_violated():

@@ -15,9 +15,10 @@ encoders. This head is the same for every backbone:
   `token` reads h_t; `token_next` reads [h_t ; h_(t+1)], so under causal attention a start token
   also sees the token after it (a decoder's h_t cannot see the answer that starts at t);
   `bilinear` reads h_t and adds a low-rank start-end term u(h_s) . v(h_e) / sqrt(rank) to a span's
-  score, so an end is chosen knowing its start (the pair term rides in the logits' channels 2: as
-  u then v; `qa_spans.top_spans` scores every valid span with it, `span_loss` conditions the end on
-  the gold start);
+  score, so an end is chosen knowing its start; `config.span_length_prior` adds a learned score of
+  the span's length f(end - start) (`SpanLengthPrior`) to any of them. Both ride in the logits'
+  channels 2: as one pair term u then v; `qa_spans.top_spans` scores every valid span with it,
+  `span_loss` conditions the end on the gold start;
 - logits are returned as one tensor (batch, 1 + length, 2): index 0 is the null pair, index
   1 + t is token t; tokens outside the context (question, special tokens, padding) are masked
   to the dtype's minimum, so a softmax over the positions is a distribution over "null or a
@@ -30,11 +31,12 @@ Example:
     cls = span_model_class(AutoConfig.from_pretrained(path))
     model = cls.from_pretrained(path)           # head newly initialised, backbone loaded
     out = model(input_ids=ids, attention_mask=mask, context_mask=ctx)
-    out.logits.shape                            # (batch, 1 + length, 2), 2 + 2 * PAIR_RANK with bilinear
+    out.logits.shape                            # (batch, 1 + length, 2); more with a pair term
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -43,9 +45,41 @@ from transformers.utils import ModelOutput
 
 from tasktune.models.heads import FeatureStandardizer, HeadMixin, backbone_hidden, family_head_class
 
-HEADS = ["head_norm", "span_head", "null_head", "pair_head"]  # trained in full beside LoRA (modules_to_save)
+HEADS = ["head_norm", "span_head", "null_head", "pair_head", "length_head"]  # trained in full (modules_to_save)
 SPAN_FEATURES = {"token": 1, "token_next": 2, "bilinear": 1}  # what start/end scores read -> width in hidden sizes
 PAIR_RANK = 64  # width of the bilinear start-end term's projections (span_features: bilinear)
+LENGTH_FREQUENCIES = 16  # the span-length prior (span_length_prior): periods from 2 to ~360 tokens
+
+
+class SpanLengthPrior(nn.Module):
+    """A learned score f(d) for a span of end - start = d tokens, written as a dot product u(start) . v(end).
+
+    Hidden states carry no absolute position (rotary models), so a bilinear term on them cannot learn
+    "answers are short"; this can. f(d) = sum_k a_k cos(w_k d) + b_k sin(w_k d) (geometric frequencies
+    w_k), which splits as u(s) = [a cos(w s) - b sin(w s), a sin(w s) + b cos(w s)] and v(e) = [cos(w e),
+    sin(w e)] by the angle-difference identities: it rides in the pair channels with no change to the
+    span search. Starts at f = 0.
+
+    Example: u, v = SpanLengthPrior()(length=384, device="cpu")   # (384, 32) each; (u[s] * v[e]).sum() = f(e - s)
+    """
+
+    def __init__(self, frequencies: int = LENGTH_FREQUENCIES):
+        super().__init__()
+        self.coef = nn.Parameter(torch.zeros(2, frequencies))  # a_k, b_k
+
+    def frequencies(self, device) -> torch.Tensor:
+        return math.pi * 2.0 ** (-torch.arange(self.coef.shape[1], device=device, dtype=torch.float32) / 2)
+
+    def forward(self, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        angle = torch.arange(length, device=device, dtype=torch.float32)[:, None] * self.frequencies(device)
+        cos, sin = angle.cos(), angle.sin()
+        a, b = self.coef.float()
+        return torch.cat([a * cos - b * sin, a * sin + b * cos], -1), torch.cat([cos, sin], -1)
+
+    def score(self, d: torch.Tensor) -> torch.Tensor:
+        """f(d) directly (for reports and tests)."""
+        angle = d.float()[..., None] * self.frequencies(d.device)
+        return (self.coef[0] * angle.cos() + self.coef[1] * angle.sin()).sum(-1)
 
 
 @dataclass
@@ -70,6 +104,8 @@ class _SpanExtraction(HeadMixin):
         self.null_head = nn.Linear(config.hidden_size, 2)
         if self.span_features == "bilinear":
             self.pair_head = nn.Linear(config.hidden_size, 2 * PAIR_RANK, bias=False)
+        if getattr(config, "span_length_prior", False):
+            self.length_head = SpanLengthPrior()
         self.post_init()
 
     def _init_weights(self, module):
@@ -79,6 +115,8 @@ class _SpanExtraction(HeadMixin):
             with torch.no_grad():
                 nn.init.normal_(module.weight[:PAIR_RANK], std=module.in_features ** -0.5)
                 nn.init.zeros_(module.weight[PAIR_RANK:])
+        elif isinstance(module, SpanLengthPrior):
+            nn.init.zeros_(module.coef)
         else:
             super()._init_weights(module)
 
@@ -91,10 +129,24 @@ class _SpanExtraction(HeadMixin):
         if context_mask is not None:
             spans = spans.masked_fill(~context_mask.bool().unsqueeze(-1), torch.finfo(spans.dtype).min)
         logits = torch.cat([null.unsqueeze(1), spans], dim=1)
-        if self.span_features == "bilinear":  # the null position's projections are 0: no pair term for "no answer"
-            pair = self.pair_head(hidden).float() * PAIR_RANK ** -0.25  # u . v then carries 1 / sqrt(rank)
-            logits = torch.cat([logits, torch.cat([torch.zeros_like(pair[:, :1]), pair], dim=1)], dim=-1)
+        if hasattr(self, "pair_head") or hasattr(self, "length_head"):
+            logits = torch.cat([logits, self._pair_channels(hidden)], dim=-1)
         return SpanOutput(logits=logits)
+
+    def _pair_channels(self, hidden):
+        """(batch, 1 + length, 2 * width): the pair term's u then v channels (bilinear projections, then the
+        length prior's features), zero at the null slot: "no answer" gets no pair term."""
+        us, vs = [], []
+        if hasattr(self, "pair_head"):
+            u, v = (self.pair_head(hidden).float() * PAIR_RANK ** -0.25).chunk(2, dim=-1)  # u . v carries 1 / sqrt(rank)
+            us.append(u)
+            vs.append(v)
+        if hasattr(self, "length_head"):
+            prior_u, prior_v = self.length_head(hidden.shape[1], hidden.device)
+            us.append(prior_u.expand(hidden.shape[0], -1, -1))
+            vs.append(prior_v.expand(hidden.shape[0], -1, -1))
+        pair = torch.cat(us + vs, dim=-1)
+        return torch.cat([torch.zeros_like(pair[:, :1]), pair], dim=1)
 
 
 def _span_inputs(hidden, attention_mask, features: str):

@@ -49,6 +49,9 @@ class ExtractiveQASettings(TaskSettings):
         "it and the next token's (token_next: a causal model's start token then sees one token of the answer), or "
         "token plus a low-rank start-end term (bilinear: the end is chosen knowing its start). Saved in the model's "
         "config.")
+    span_length_prior: bool = Field(
+        False, description="Add a learned score of each span's length (end - start) to its score, so the model can "
+        "learn how long answers run (hidden states of rotary models carry no position). Saved in the model's config.")
     max_answer_tokens: int = Field(64, gt=0, description="Longest answer span considered, in tokens.")
     n_best: int = Field(5, gt=0, description="Candidate answers kept per question in predictions.")
     null_threshold: float = Field(
@@ -168,8 +171,9 @@ class ExtractiveQA:
         from tasktune.models.span_head import HEADS, span_model_class
 
         tok = load_tokenizer(path, "right")
-        model = load_with_head(path, cfg, span_model_class, {"span_features": cfg.task.span_features}, HEADS,
-                               for_training)
+        model = load_with_head(path, cfg, span_model_class, {"span_features": cfg.task.span_features,
+                                                             "span_length_prior": cfg.task.span_length_prior},
+                               HEADS, for_training)
         return model, tok
 
     def prepare(self, rows, tokenizer, cfg, state):
@@ -369,7 +373,7 @@ def span_loss(logits, labels, task_cfg, label_smoothing: float):
     """Sum over windows of the cross-entropy of start and end over "null or a context token".
 
     `logits` (windows, 1 + length, 2), `labels` (windows, 3): start, end, answer characters. Logits with
-    more channels carry a bilinear start-end term (`models/span_head`): the end's cross-entropy then uses
+    more channels carry a pair term (bilinear, length prior: `models/span_head`): the end's cross-entropy then uses
     end + pair(gold start, end), teacher-forced as an end head conditioned on its start.
     Label smoothing spreads its mass over the valid positions only (Trainer's label_smoothing_factor
     would put it on masked positions). Per-sample weights: `short_field_weight` for answers of at
@@ -381,7 +385,7 @@ def span_loss(logits, labels, task_cfg, label_smoothing: float):
 
     logits = logits.float()
     target = labels[:, :2]
-    if logits.shape[-1] > 2:  # a bilinear scorer: the end is scored knowing the gold start
+    if logits.shape[-1] > 2:  # a pair term: the end is scored knowing the gold start
         logits = torch.stack([logits[..., 0], logits[..., 1] + pair_scores(logits, target[:, 0])], dim=-1)
     valid = logits[..., 0] > torch.finfo(torch.float32).min / 2        # (batch, 1 + length)
     logp = torch.log_softmax(logits, dim=1)
@@ -402,7 +406,8 @@ def span_loss(logits, labels, task_cfg, label_smoothing: float):
 def pair_scores(logits, starts):
     """Bilinear term u(h_s) . v(h_e) for each window's start s = `starts` and every e: (windows, 1 + length).
 
-    `logits` (windows, 1 + length, 2 + 2 * rank) as `models/span_head` returns with span_features bilinear.
+    `logits` (windows, 1 + length, 2 + 2 * width) as `models/span_head` returns with a pair term (span_features
+    bilinear, span_length_prior).
     """
     import torch
 
