@@ -195,6 +195,8 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=["causal-token"], choices=list(VARIANTS),
                    help="attention and span features (gemma-3-270m; the encoder ignores attention)")
     p.add_argument("--reuse", action="store_true", help="keep finished runs whose config is unchanged")
+    p.add_argument("--no-untrained", action="store_true",
+                   help="skip the untrained-head run (and its zero-shot baseline): the table keeps always-no-answer")
     a = p.parse_args()
     out = runs_folder(DATA, a.runs)
     if out is None:
@@ -209,10 +211,10 @@ def main() -> None:
             fitted, runs[name]["crossfit"] = crossfit(out, Path(runs[name]["run"]), data[1])
             runs[name]["crossfit_run"] = str(fitted)
             print(json.dumps(runs[name]), flush=True)
-    folder = untrained(out, a.models[0], data, a.reuse)
+    baseline = [] if a.no_untrained else [str(untrained(out, a.models[0], data, a.reuse))]
     from tasktune.compare import compare
 
-    table = compare([r["run"] for r in runs.values()] + [r["crossfit_run"] for r in runs.values()] + [str(folder)])
+    table = compare([r["run"] for r in runs.values()] + [r["crossfit_run"] for r in runs.values()] + baseline)
     result = {"data": str(DATA), "train_rows": a.train, "epochs": epochs, "seeds": a.seeds,
               "split": f"by paragraph, seed {a.split_seed}, {a.eval_paragraphs} paragraphs held out",
               "negative_share": a.negative_share, "runs": runs,
