@@ -196,7 +196,7 @@ def main() -> None:
                    help="attention and span features (gemma-3-270m; the encoder ignores attention)")
     p.add_argument("--reuse", action="store_true", help="keep finished runs whose config is unchanged")
     p.add_argument("--no-untrained", action="store_true",
-                   help="skip the untrained-head run (and its zero-shot baseline): the table keeps always-no-answer")
+                   help="skip the untrained-head run and its baselines (no-answer, zero-shot): the table has the runs only")
     a = p.parse_args()
     out = runs_folder(DATA, a.runs)
     if out is None:
