@@ -61,8 +61,8 @@ def test_pooled_head_trains_saves_and_reloads_through_the_run(tiny_gemma, sentim
         "train.epochs": 4, "train.learning_rate": 2e-2, "model.attention": "bidirectional", "task.pooling": "mean",
         "task.standardize": "true", "model.lora": "{r: 4, dropout: 0.0, target_modules: all-linear}"})))
     metrics = json.loads((run / "eval/eval/metrics.json").read_text())
-    # Majority is 20 of 30; training seeds 7-10 give 25-28 of 30 (no dropout: no dependence on its random stream).
-    assert metrics["accuracy"] >= 0.8  # the pooled head learnt
+    # No LoRA dropout: the figure does not hang on dropout's random stream (this seed gives 28 of 30).
+    assert metrics["accuracy"] >= 0.9  # above the 2/3 majority: the pooled head learnt
     task, cfg, state, best = load_run(run)
     model, tok = task.build_model(str(best), cfg, state, for_training=False)
     assert type(model.get_base_model()).__name__ == "Gemma3TextForPooledClassification"
