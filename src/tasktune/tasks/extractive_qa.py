@@ -411,9 +411,9 @@ def pair_scores(logits, starts):
     """
     import torch
 
-    rank = (logits.shape[-1] - 2) // 2
-    u = logits[torch.arange(logits.shape[0], device=logits.device), starts, 2:2 + rank]   # (windows, rank)
-    return torch.einsum("wr,wtr->wt", u, logits[..., 2 + rank:])
+    u, v = qa_spans.pair_halves(logits)
+    u = u[torch.arange(logits.shape[0], device=logits.device), starts]   # (windows, width)
+    return torch.einsum("wr,wtr->wt", u, v)
 
 
 def _margin(logits, valid, target, margin: float):

@@ -99,6 +99,13 @@ class SpanCollator:
         return batch
 
 
+def pair_halves(logits):
+    """The pair term's (u, v) channels of span logits (..., 2 + 2 * width): u(start) . v(end) is added to a span's
+    score (`models/span_head`: bilinear, span length prior); both empty when the logits have 2 channels."""
+    rank = (logits.shape[-1] - 2) // 2
+    return logits[..., 2:2 + rank], logits[..., 2 + rank:]
+
+
 def top_spans(logits, max_answer_tokens: int, n_best: int):
     """(batch, 1 + length, 2) logits -> (batch, 1 + 3 * n_best): null score, then (start, end, score)
     of the n best valid spans in token positions of the window (score NO_SPAN where none is left).
@@ -113,8 +120,8 @@ def top_spans(logits, max_answer_tokens: int, n_best: int):
     width = min(max_answer_tokens, length)
     # band[b, i, k] = score of the span (i, i + k); invalid where either end is outside the context.
     band = torch.full((start.shape[0], length, width), -math.inf, device=logits.device)
-    rank = (logits.shape[-1] - 2) // 2  # > 0: a bilinear start-end term rides in channels 2: (models/span_head)
-    u, v = logits[:, 1:, 2:2 + rank], logits[:, 1:, 2 + rank:]
+    u, v = pair_halves(logits[:, 1:])
+    rank = u.shape[-1]  # > 0: a pair term rides in channels 2: (models/span_head)
     for k in range(width):
         ok = valid_start[:, : length - k] & valid_start[:, k:]
         score = start[:, : length - k] + end[:, k:]
