@@ -38,8 +38,13 @@ def main() -> None:
     p.add_argument("--train", type=int, default=600)
     p.add_argument("--dev", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", nargs="+", default=["label_scoring", "head"], choices=["label_scoring", "head", "text"],
-                   help="text: label scoring of the option texts, trained (task.scoring=text)")
+    p.add_argument("--methods", nargs="+", default=["label_scoring", "head"],
+                   choices=["label_scoring", "head", "text", "text_pmi"],
+                   help="text: label scoring of the option texts, trained (task.scoring=text); text_pmi: the same "
+                   "trained and scored with task.text_score=pmi")
+    p.add_argument("--pmi", action="store_true", help="score the text run's dev rows again with task.text_score=pmi, "
+                   "zero-shot and trained (the option's log-probability minus its log-probability after the answer "
+                   "prefix alone)")
     p.add_argument("--text-scoring", action="store_true", help="also score the option texts (zero-shot and with the "
                    "label_scoring run): does a small model read the options better than their letters?")
     p.add_argument("--shifts", type=int, default=4, help="label scoring evaluated again averaging this many cyclic "
@@ -66,8 +71,9 @@ def main() -> None:
         cfg = ROOT / "examples" / "mc_c3.yaml"
         # "text": label scoring trained on the option texts (each prompt read once), with its own zero-shot beside it.
         how = {"text": ["task.method=label_scoring", "task.scoring=text"], "head": ["task.method=head"],
+               "text_pmi": ["task.method=label_scoring", "task.scoring=text", "task.text_score=pmi"],
                "label_scoring": ["task.method=label_scoring", "task.scoring=letter"]}[method]
-        proc_args = [*common, *how, f"baseline.after_training={str(i == 0 or method == 'text').lower()}"]
+        proc_args = [*common, *how, f"baseline.after_training={str(i == 0 or method.startswith('text')).lower()}"]
         folder = out / method
         if a.reuse and (folder / "eval" / "eval" / "metrics.json").is_file():
             result[method] = {"run": str(folder), "reused": True}
@@ -79,8 +85,9 @@ def main() -> None:
 
     table = {}
     for run in runs:
-        named = Path(run).name == "text"  # its baselines score option texts: keep them apart from the letters'
-        table.update({(f"{k}, option texts" if named and k != "text" else k): v
+        name = Path(run).name  # the text runs' baselines score option texts: keep them apart from the letters'
+        suffix = {"text": ", option texts", "text_pmi": ", option texts, pmi"}.get(name)
+        table.update({(f"{k}{suffix}" if suffix and k != name else k): v
                       for k, v in compare([run])["methods"].items()})
     if "label_scoring" in a.methods and a.shifts > 1:  # what averaging over cyclic shifts buys (x the forwards)
         run = str(out / "label_scoring")
@@ -96,6 +103,14 @@ def main() -> None:
         methods = compare([run], split=split)["methods"]
         table["zero-shot, option texts scored (mean log-prob per token)"] = methods["zero_shot"]
         table["label_scoring run (trained on letters), option texts scored"] = methods["label_scoring"]
+    if "text" in a.methods and a.pmi:  # the text run and its zero-shot, scored with pmi instead of the mean
+        run, split = str(out / "text"), "eval-task.text_score=pmi"
+        if not (a.reuse and (out / "text/eval" / split / "baselines").is_dir()):
+            subprocess.run([sys.executable, "-m", "tasktune", "eval", run, "--set", "task.text_score=pmi", "--baseline"],
+                           check=True, capture_output=True)
+        methods = compare([run], split=split)["methods"]
+        table["zero-shot, option texts scored by pmi"] = methods["zero_shot"]
+        table["text run (trained with the mean), scored by pmi"] = methods["text"]
     if len(runs) > 1 and not a.no_ensemble:
         subprocess.run([sys.executable, "-m", "tasktune", "ensemble", *runs, "--data", str(dev_sample), "--out",
                         str(out / "ensemble"), "--overwrite"], check=True, capture_output=True)

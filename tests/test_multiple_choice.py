@@ -37,7 +37,8 @@ def test_map_at_3_worked_cases():
         assert average_precision_at(list(guesses), "A") == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("decoder,scoring", [("tiny_qwen", "letter"), ("tiny_qwen", "text"), ("tiny_gemma", "text")])
+@pytest.mark.parametrize("decoder,scoring", [("tiny_qwen", "letter"), ("tiny_qwen", "text"), ("tiny_gemma", "text"),
+                                             ("tiny_qwen", "pmi")])
 def test_option_scores_equal_brute_force_and_masked_options_never_win(decoder, scoring, request):
     from transformers import AutoModelForCausalLM
 
@@ -45,8 +46,10 @@ def test_option_scores_equal_brute_force_and_masked_options_never_win(decoder, s
 
     tiny_qwen = request.getfixturevalue(decoder)  # gemma: prompts longer than its sliding window of 8
 
+    text_score = "pmi" if scoring == "pmi" else "sum"  # pmi: the text's sum minus its sum after the prefix alone
+    scoring = "text" if scoring == "pmi" else scoring
     cfg = load_config(None, ["task=multiple_choice", f"model.name={tiny_qwen}", "model.max_length=64",
-                             f"task.scoring={scoring}", "task.text_score=sum", "task.answer_prefix=' answer:'"])
+                             f"task.scoring={scoring}", f"task.text_score={text_score}", "task.answer_prefix=' answer:'"])
     task = MultipleChoice()
     # 2, 3 and 4 options in one batch; prompts of different lengths (left padding, positions per row).
     rows = [task.parse_row({**r, "context": "the hotel room " * (1 + 3 * i)}, cfg, None, True)
@@ -58,29 +61,34 @@ def test_option_scores_equal_brute_force_and_masked_options_never_win(decoder, s
         scores = task._scores(model.eval(), batch, cfg)
     assert torch.isinf(scores[0, 2:]).all() and torch.isfinite(scores[2, :4]).all()   # row 0 has 2 options
     plain = AutoModelForCausalLM.from_pretrained(tiny_qwen).eval()
+
+    def logprob(prompt: list[int], target: list[int]):
+        with torch.no_grad():
+            logp = plain(torch.tensor([prompt + target])).logits[0].log_softmax(-1)
+        return sum(logp[len(prompt) + k - 1, t] for k, t in enumerate(target))
+
+    premise = tok(" answer:", add_special_tokens=False)["input_ids"]
     for b, (f, row) in enumerate(zip(feats, rows)):
         for j, option in enumerate(row["options"]):
             target = tok(LETTERS[j] if scoring == "letter" else option, add_special_tokens=False)["input_ids"]
-            ids = torch.tensor([f["prompt_ids"] + target])
-            with torch.no_grad():
-                logp = plain(ids).logits[0].log_softmax(-1)
-            expected = sum(logp[len(f["prompt_ids"]) + k - 1, t] for k, t in enumerate(target))
-            if scoring == "letter":  # letters are scored at one position: one token each
-                expected = logp[len(f["prompt_ids"]) - 1, target[0]]
+            expected = logprob(f["prompt_ids"], target[:1] if scoring == "letter" else target)  # letters: one token
+            if text_score == "pmi":
+                expected = expected - logprob(tok("", add_special_tokens=True)["input_ids"] + premise, target)
             assert scores[b, j].item() == pytest.approx(expected.item(), abs=1e-4), (b, j)
     preds = task.predict(model, tok, rows, cfg, {}, batch_size=3)
     assert all(p["prediction"] in LETTERS[:len(r["options"])] for p, r in zip(preds, rows))
     assert all(sorted(p["ranked"]) == list(LETTERS[:len(r["options"])]) for p, r in zip(preds, rows))
 
 
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_text_scoring_reads_each_prompt_once_with_the_gradients_of_separate_sequences(tiny_gemma, checkpointing):
+@pytest.mark.parametrize("checkpointing,text_score", [(False, "mean"), (True, "mean"), (False, "pmi")])
+def test_text_scoring_reads_each_prompt_once_with_the_gradients_of_separate_sequences(tiny_gemma, checkpointing,
+                                                                                     text_score):
     from transformers import AutoModelForCausalLM
 
     from tasktune.tasks.multiple_choice import MultipleChoice
 
     cfg = load_config(None, ["task=multiple_choice", f"model.name={tiny_gemma}", "model.max_length=64",
-                             "task.scoring=text", "task.text_score=mean", "task.answer_prefix=' answer:'"])
+                             "task.scoring=text", f"task.text_score={text_score}", "task.answer_prefix=' answer:'"])
     task = MultipleChoice()
     rows = [task.parse_row({**r, "context": "the hotel room " * (1 + 3 * i)}, cfg, None, True)
             for i, r in enumerate(make_mc_rows(3))]
@@ -95,11 +103,19 @@ def test_text_scoring_reads_each_prompt_once_with_the_gradients_of_separate_sequ
     shared = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
     loss = torch.zeros(())
+
+    def logprobs(prompt, option):
+        logp = model(input_ids=torch.tensor([prompt + option])).logits[0].log_softmax(-1)
+        return torch.stack([logp[len(prompt) + k - 1, t] for k, t in enumerate(option)])
+
+    premise = tok("", add_special_tokens=True)["input_ids"] + tok(" answer:", add_special_tokens=False)["input_ids"]
     for f in feats:
         scores = []
         for option in f["option_ids"]:
-            logp = model(input_ids=torch.tensor([f["prompt_ids"] + option])).logits[0].log_softmax(-1)
-            scores.append(torch.stack([logp[len(f["prompt_ids"]) + k - 1, t] for k, t in enumerate(option)]).mean())
+            if text_score == "pmi":  # the gradient flows through the premise's term too
+                scores.append(logprobs(f["prompt_ids"], option).sum() - logprobs(premise, option).sum())
+            else:
+                scores.append(logprobs(f["prompt_ids"], option).mean())
         loss = loss + torch.nn.functional.cross_entropy(torch.stack(scores)[None], torch.tensor([f["labels"]]))
     loss.backward()
     for name, param in model.named_parameters():
@@ -154,8 +170,8 @@ def test_converters_and_row_errors(tiny_bert, tmp_path, capsys):
         assert "bad.jsonl line 5" in err and ("matches no option" if i == 0 else "at least 2") in err
 
 
-@pytest.mark.parametrize("method", ["head", "label_scoring"])
-def test_train_eval_predict_submission_through_the_cli(method, tiny_bert, tiny_qwen, tmp_path, capsys):
+@pytest.mark.parametrize("method,text_score", [("head", "mean"), ("label_scoring", "mean"), ("label_scoring", "pmi")])
+def test_train_eval_predict_submission_through_the_cli(method, text_score, tiny_bert, tiny_qwen, tmp_path, capsys):
     """The head on an encoder; label scoring of each option's text on a decoder (a tiny random decoder does not
     learn to point at letters in a few steps; letter scoring is checked against brute force above)."""
     train = write_jsonl(tmp_path / "train.jsonl", make_mc_rows(90, seed=2))
@@ -163,7 +179,8 @@ def test_train_eval_predict_submission_through_the_cli(method, tiny_bert, tiny_q
     model = tiny_bert if method == "head" else tiny_qwen
     cfg = tmp_path / "mc.yaml"
     scoring = "text" if method == "label_scoring" else "letter"
-    cfg.write_text(f"task: {{name: multiple_choice, method: {method}, scoring: {scoring}, answer_prefix: ' answer:'}}\n"
+    cfg.write_text(f"task: {{name: multiple_choice, method: {method}, scoring: {scoring}, text_score: {text_score}, "
+                   "answer_prefix: ' answer:'}\n"
                    f"model: {{name: {model}, max_length: 48}}\ndata: {{train: {train}, eval: {eval_}}}\n"
                    "train: {epochs: 6, batch_size: 8, learning_rate: 5.0e-3, best_metric: eval_map@3}\n"
                    "baseline: {after_training: true}\n", encoding="utf-8")

@@ -11,7 +11,9 @@ Methods (`task.method`):
 - label_scoring: a causal LM reads the context, question and lettered options, then scores each
   option's letter at the answer position (`task.scoring: letter`, one forward per row; averaging
   over `task.permutations` cyclic shifts of the options removes letter-position bias), or each
-  option's own text after the question (`text`, length-normalised with `task.text_score: mean`).
+  option's own text after the question (`text`, length-normalised with `task.text_score: mean`, or
+  `pmi`: minus the option's log-probability after the answer prefix alone, so an option that is likely
+  whatever the question loses its head start).
   Untrained, it is the zero-shot baseline; trained, the loss is cross-entropy over the row's options.
 - head: one score per (context + question, option) pair from a sequence-scoring head on any backbone
   (transformers has no multiple-choice head for Gemma/Llama); rows with 2, 3 and 4 options share a batch.
@@ -35,6 +37,7 @@ from tasktune.tasks.protocol import RowError
 
 LETTERS = "ABCDEFGHIJ"
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "logits_to_keep")
+PREMISE = "premise_"  # text_score pmi: the batch keys of every option after the answer prefix alone
 
 
 class OpenBookSettings(Section):
@@ -51,8 +54,10 @@ class MultipleChoiceSettings(TaskSettings):
         "scoring head on (question, option) pairs.")
     scoring: Literal["letter", "text"] = Field("letter", description="label_scoring: score the option letters at "
                                                "one position, or each option's text.")
-    text_score: Literal["sum", "mean"] = Field("mean", description="scoring text: sum, or mean per token "
-                                               "(length-normalised).")
+    text_score: Literal["sum", "mean", "pmi"] = Field(
+        "mean", description="scoring text: sum, mean per token (length-normalised), or pmi: the sum minus the "
+        "option's log-probability after answer_prefix alone (how likely the option is whatever the question; "
+        "removes the pull of short, common options).")
     permutations: int = Field(1, ge=1, description="Average letter scores over this many cyclic shifts of the "
                               "options (removes position bias); training uses the original order.")
     context_template: str = Field("{context}\n", description="How a row's context starts the prompt.")
@@ -174,7 +179,10 @@ class MultipleChoice:
         """(rows, max options) scores in shown order; absent options -inf."""
         t = cfg.task
         if t.method == "label_scoring" and t.scoring == "text":
-            flat = ls.shared_prefix_logprobs(model, batch, t.text_score)
+            flat = ls.shared_prefix_logprobs(model, batch, "sum" if t.text_score == "pmi" else t.text_score)
+            if t.text_score == "pmi":
+                flat = flat - ls.shared_prefix_logprobs(model, {k[len(PREMISE):]: v for k, v in batch.items()
+                                                                if k.startswith(PREMISE)}, "sum")
         else:
             logits = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}).logits
             if t.method != "head":  # the letters, all at the prompt's last position
@@ -344,6 +352,7 @@ class OptionCollator:
     def __init__(self, tokenizer, cfg):
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.cfg = cfg
+        self.premise = _fit(tokenizer, "", cfg.task.answer_prefix, 0)  # text_score pmi's prompt, never cut
         self.letters = ls.LabelScoringCollator(self.pad, ls.candidates(tokenizer, list(LETTERS), {c: c for c in LETTERS}))
 
     def __call__(self, feats: list[dict]) -> dict:
@@ -373,5 +382,9 @@ class OptionCollator:
 
     def _text(self, feats, pairs) -> dict:
         # Each row's prompt once, its options continuing it (ls.shared_prefix_logprobs).
-        return ls.shared_prefix_batch([f["prompt_ids"] for f in feats], [feats[i]["option_ids"][j] for i, j in pairs],
-                                      [i for i, _ in pairs], self.pad)
+        options = [feats[i]["option_ids"][j] for i, j in pairs]
+        batch = ls.shared_prefix_batch([f["prompt_ids"] for f in feats], options, [i for i, _ in pairs], self.pad)
+        if self.cfg.task.text_score == "pmi":  # one premise prompt, shared by every option of the batch
+            premise = ls.shared_prefix_batch([self.premise], options, [0] * len(options), self.pad)
+            batch.update({PREMISE + k: v for k, v in premise.items()})
+        return batch
