@@ -158,6 +158,18 @@ def crossfit(out: Path, run_folder: Path, eval_path: Path, seed: int = 0) -> tup
                                                                                   "no_answer_f1")}}
 
 
+def answer_lengths(run_folder: Path) -> dict:
+    """Median characters of each eval row's top-scored span (null decision aside) and of its first gold answer
+    (rows with one): are predicted boundaries the size of the answers?"""
+    import statistics
+
+    preds = [json.loads(x) for x in (run_folder / "eval/eval/predictions.jsonl").read_text().splitlines()]
+    top = [len(p["candidates"][0]["text"]) for p in preds if p.get("candidates")]
+    gold = [len(p["gold"][0]) for p in preds if p.get("gold")]
+    return {"top_answer_median_chars": statistics.median(top) if top else None,
+            "gold_median_chars": statistics.median(gold) if gold else None}
+
+
 def run(out: Path, model: str, seed: int, data: tuple[Path, Path], train_rows: int, epochs: float,
         reuse: bool = False, variant: str = "causal-token") -> dict:
     """One `tasktune train` in a subprocess: time, memory, speed (windows/s) and eval EM/F1."""
@@ -168,7 +180,7 @@ def run(out: Path, model: str, seed: int, data: tuple[Path, Path], train_rows: i
     result = train_or_reuse(out, args, folder, reuse)
     metrics = json.loads((folder / "eval" / "eval" / "metrics.json").read_text())
     return {**result, **{k: round(metrics[k], 2) for k in ("exact", "f1", "has_answer_f1", "no_answer_f1")
-                         if k in metrics}}
+                         if k in metrics}, **answer_lengths(folder)}
 
 
 def untrained(out: Path, model: str, data: tuple[Path, Path], reuse: bool = False) -> Path:
@@ -197,7 +209,12 @@ def main() -> None:
     p.add_argument("--reuse", action="store_true", help="keep finished runs whose config is unchanged")
     p.add_argument("--no-untrained", action="store_true",
                    help="skip the untrained-head run and its baselines (no-answer, zero-shot): the table has the runs only")
+    p.add_argument("--lengths-of", nargs="+", metavar="RUN", help="only print answer_lengths of finished run folders")
     a = p.parse_args()
+    if a.lengths_of:
+        for folder in a.lengths_of:
+            print(folder, json.dumps(answer_lengths(Path(folder))))
+        return
     out = runs_folder(DATA, a.runs)
     if out is None:
         return
