@@ -164,6 +164,7 @@ def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool
       `model.quantization`: QLoRA).
     - full fine-tuning of a low-precision checkpoint: upcast to fp32.
     - `model.gradient_checkpointing`: recompute activations in the backward pass.
+    - `train.compile`: the transformer layers compiled in place (models/compile_layers.py).
     """
     import torch
 
@@ -196,6 +197,10 @@ def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool
     if cfg.model.lora is not None:
         model = apply_lora(model, cfg.model.lora, task_type)
         _trainable_modules_fp32(model)
+    if cfg.train.compile:
+        from tasktune.models.compile_layers import compile_layers
+
+        compile_layers(model)
     return model
 
 

@@ -1,0 +1,48 @@
+"""`train.compile`: torch.compile each transformer layer of a model in place.
+
+Why per layer, not `torch.compile(model)` (what Trainer's `torch_compile` does):
+- the layers of a stack are one code path, so they share one compiled graph: the compile cost is that of
+  one or two layers (Gemma alternates sliding and full attention), not of the whole network; compiling the
+  whole gemma-3-270m took 928 s on 2 shared CPU cores (bench/RESULTS.md);
+- the model keeps its module tree: tasks call sub-modules directly (the backbone under a new head,
+  `lm_head.logits_at`), which a compiled wrapper around the whole model would bypass;
+- the embeddings and heads, with their task-specific indexing, stay eager.
+Shapes are compiled dynamic (`dynamic=True`): dynamic padding and packing change the sequence length from
+batch to batch, and a graph per length would recompile all run long.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("tasktune")
+
+
+def layer_stack(model):
+    """The model's transformer layers: its longest ModuleList of 2+ modules of one class; None if none.
+
+    Example: layer_stack(gemma_lora_model) -> ModuleList of 18 Gemma3DecoderLayer
+    """
+    import torch
+
+    stacks = [m for m in model.modules()
+              if isinstance(m, torch.nn.ModuleList) and len(m) > 1 and len({type(x) for x in m}) == 1]
+    return max(stacks, key=len) if stacks else None
+
+
+def compile_layers(model, backend: str = "inductor") -> int:
+    """Compile every module of `layer_stack(model)` in place (`nn.Module.compile`); returns how many.
+
+    The first forward of each layer kind pays the compile (minutes on a CPU, logged); later calls run the
+    compiled code, forward and backward, with LoRA adapters inside the layers compiled too.
+    """
+    stack = layer_stack(model)
+    if stack is None:
+        log.warning("train.compile: no stack of transformer layers found in %s; running eager",
+                    type(model).__name__)
+        return 0
+    for layer in stack:
+        layer.compile(dynamic=True, backend=backend)
+    log.info("train.compile: %d %s layers compiled on first use (a one-off cost of minutes on CPUs)",
+             len(stack), type(stack[0]).__name__)
+    return len(stack)
