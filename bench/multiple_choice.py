@@ -32,6 +32,18 @@ def convert(split: str, subset: str, out: Path) -> Path:
     return path
 
 
+def rescored(out: Path, method: str, setting: str, reuse: bool) -> dict:
+    """`tasktune eval` of the `method` run with `--set setting --baseline` (kept with `reuse` when done): the
+    compare table's methods (the run, zero_shot, random) on the dev rows."""
+    from tasktune.compare import compare
+
+    run, split = str(out / method), f"eval-{setting}"
+    if not (reuse and (out / method / "eval" / split / "baselines").is_dir()):
+        subprocess.run([sys.executable, "-m", "tasktune", "eval", run, "--set", setting, "--baseline"],
+                       check=True, capture_output=True)
+    return compare([run], split=split)["methods"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subset", default="d", choices=["d", "m"], help="d: dialogues, m: mixed written texts")
@@ -96,19 +108,11 @@ def main() -> None:
         table[f"label_scoring, {a.shifts} cyclic shifts"] = compare(
             [run], split=f"eval-task.permutations={a.shifts}")["methods"]["label_scoring"]
     if "label_scoring" in a.methods and a.text_scoring:  # the option texts scored instead of their letters
-        run, split = str(out / "label_scoring"), "eval-task.scoring=text"
-        if not (a.reuse and (out / "label_scoring/eval" / split / "baselines").is_dir()):
-            subprocess.run([sys.executable, "-m", "tasktune", "eval", run, "--set", "task.scoring=text", "--baseline"],
-                           check=True, capture_output=True)
-        methods = compare([run], split=split)["methods"]
+        methods = rescored(out, "label_scoring", "task.scoring=text", a.reuse)
         table["zero-shot, option texts scored (mean log-prob per token)"] = methods["zero_shot"]
         table["label_scoring run (trained on letters), option texts scored"] = methods["label_scoring"]
     if "text" in a.methods and a.pmi:  # the text run and its zero-shot, scored with pmi instead of the mean
-        run, split = str(out / "text"), "eval-task.text_score=pmi"
-        if not (a.reuse and (out / "text/eval" / split / "baselines").is_dir()):
-            subprocess.run([sys.executable, "-m", "tasktune", "eval", run, "--set", "task.text_score=pmi", "--baseline"],
-                           check=True, capture_output=True)
-        methods = compare([run], split=split)["methods"]
+        methods = rescored(out, "text", "task.text_score=pmi", a.reuse)
         table["zero-shot, option texts scored by pmi"] = methods["zero_shot"]
         table["text run (trained with the mean), scored by pmi"] = methods["text"]
     if len(runs) > 1 and not a.no_ensemble:
