@@ -44,6 +44,30 @@ def rescored(out: Path, method: str, setting: str, reuse: bool) -> dict:
     return compare([run], split=split)["methods"]
 
 
+def pmi_pairs(out: Path) -> dict:
+    """Paired differences (bootstrap over the same dev rows) of pmi against mean scoring, zero-shot and trained,
+    and of trained against zero-shot under pmi: the text run's two evaluations gathered in one run-like folder
+    (`pmi_vs_mean`: predictions = the trained run scored by pmi, baselines = the other three) for `compare`."""
+    import shutil
+
+    from tasktune.compare import compare
+
+    text, pmi = out / "text" / "eval", "eval-task.text_score=pmi"
+    folder = out / "pmi_vs_mean"
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "eval" / "eval" / "baselines").mkdir(parents=True)
+    (folder / "best").mkdir()
+    shutil.copy(out / "text" / "best" / "tasktune.json", folder / "best" / "tasktune.json")
+    shutil.copy(text / pmi / "predictions.jsonl", folder / "eval" / "eval" / "predictions.jsonl")
+    for name, path in {"trained_mean": text / "eval" / "predictions.jsonl",
+                       "zero_shot_mean": text / "eval" / "baselines" / "zero_shot.jsonl",
+                       "zero_shot_pmi": text / pmi / "baselines" / "zero_shot.jsonl"}.items():
+        shutil.copy(path, folder / "eval" / "eval" / "baselines" / f"{name}.jsonl")
+    return {f"{a} - {b}": compare([str(folder)], against=b)["differences"][a]
+            for a, b in (("zero_shot_pmi", "zero_shot_mean"), ("pmi_vs_mean", "trained_mean"),
+                         ("pmi_vs_mean", "zero_shot_pmi"))}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subset", default="d", choices=["d", "m"], help="d: dialogues, m: mixed written texts")
@@ -115,6 +139,8 @@ def main() -> None:
         methods = rescored(out, "text", "task.text_score=pmi", a.reuse)
         table["zero-shot, option texts scored by pmi"] = methods["zero_shot"]
         table["text run (trained with the mean), scored by pmi"] = methods["text"]
+        result["pmi_paired_differences"] = pmi_pairs(out)  # pmi_vs_mean: the text run scored by pmi
+        print(json.dumps(result["pmi_paired_differences"]))
     if len(runs) > 1 and not a.no_ensemble:
         subprocess.run([sys.executable, "-m", "tasktune", "ensemble", *runs, "--data", str(dev_sample), "--out",
                         str(out / "ensemble"), "--overwrite"], check=True, capture_output=True)
