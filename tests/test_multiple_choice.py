@@ -80,6 +80,14 @@ def test_option_scores_equal_brute_force_and_masked_options_never_win(decoder, s
     assert all(sorted(p["ranked"]) == list(LETTERS[:len(r["options"])]) for p, r in zip(preds, rows))
 
 
+def test_pmi_without_an_answer_prefix_is_refused(tiny_qwen):
+    from tasktune.errors import UserError
+
+    with pytest.raises(UserError, match="non-empty answer_prefix"):
+        load_config(None, ["task=multiple_choice", f"model.name={tiny_qwen}", "task.scoring=text",
+                           "task.text_score=pmi", "task.answer_prefix=''"])
+
+
 @pytest.mark.parametrize("checkpointing,text_score", [(False, "mean"), (True, "mean"), (False, "pmi")])
 def test_text_scoring_reads_each_prompt_once_with_the_gradients_of_separate_sequences(tiny_gemma, checkpointing,
                                                                                      text_score):

@@ -72,6 +72,8 @@ class MultipleChoiceSettings(TaskSettings):
     def check(self, cfg) -> str | None:
         if cfg.train.packing:
             return "train.packing does not apply to multiple_choice"
+        if self.text_score == "pmi" and self.scoring == "text" and not self.answer_prefix.strip():
+            return "task.text_score pmi scores each option after task.answer_prefix alone: set a non-empty answer_prefix"
         if self.method == "label_scoring" and cfg.model.attention != "causal":
             return "task.method label_scoring reads next-token probabilities: it needs model.attention causal"
         return None
