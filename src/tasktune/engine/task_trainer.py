@@ -98,9 +98,6 @@ class TaskTrainer(Trainer):
         optimizer = super().create_optimizer(model)
         heads, head_lr = self.task.head_modules(self.task_cfg), self.task_cfg.train.head_learning_rate
         if fresh and heads and head_lr is not None:
-            model = self.model if model is None else model
-            n = head_parameter_groups(optimizer, model, heads, head_lr)
-            names = [name for name, _ in model.named_parameters()]  # only the heads this model has (settings add some)
-            present = [h for h in heads if any(f".{h}." in f".{name}" for name in names)]
+            n, present = head_parameter_groups(optimizer, self.model if model is None else model, heads, head_lr)
             log.info("head learning rate %g on %d tensor(s) of %s", head_lr, n, ", ".join(present))
         return optimizer

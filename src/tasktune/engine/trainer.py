@@ -107,15 +107,17 @@ def sharding_kwargs(t) -> dict:
     return {k: v for k, v in found.items() if v}
 
 
-def head_parameter_groups(optimizer, model, heads: list[str], lr: float) -> int:
-    """Move the parameters of modules named in `heads` into their own param groups at `lr`; returns how many.
+def head_parameter_groups(optimizer, model, heads: list[str], lr: float) -> tuple[int, list[str]]:
+    """Move the parameters of modules named in `heads` into their own param groups at `lr`; returns how many,
+    and which of `heads` the model has (settings add some heads, e.g. the span head's pair term).
 
     Called on a fresh optimizer (no state yet). Names match a module at any depth, also inside
     peft's wrappers (`...span_head.modules_to_save.default.weight`).
-    Example: head_parameter_groups(opt, model, ["span_head"], 3e-3) -> 2
+    Example: head_parameter_groups(opt, model, ["span_head", "pair_head"], 3e-3) -> (2, ["span_head"])
     """
-    ids = {id(p) for n, p in model.named_parameters()
-           if p.requires_grad and any(f".{h}." in f".{n}" for h in heads)}
+    owner = {id(p): next((h for h in heads if f".{h}." in f".{n}"), None) for n, p in model.named_parameters()
+             if p.requires_grad}
+    ids = {i for i, h in owner.items() if h is not None}
     moved = 0
     for group in list(optimizer.param_groups):
         mine = [p for p in group["params"] if id(p) in ids]
@@ -125,7 +127,7 @@ def head_parameter_groups(optimizer, model, heads: list[str], lr: float) -> int:
                                        "lr": lr, "initial_lr": lr})
             moved += len(mine)
     optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
-    return moved
+    return moved, [h for h in heads if h in owner.values()]
 
 
 def task_metrics(task, model, tokenizer, rows, cfg, state) -> dict:

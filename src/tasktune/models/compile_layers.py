@@ -16,32 +16,23 @@ from __future__ import annotations
 
 import logging
 
+from tasktune.models.peft_adapters import layer_stack
+
 log = logging.getLogger("tasktune")
 
 
-def layer_stack(model):
-    """The model's transformer layers: its longest ModuleList of 2+ modules of one class; None if none.
-
-    Example: layer_stack(gemma_lora_model) -> ModuleList of 18 Gemma3DecoderLayer
-    """
-    import torch
-
-    stacks = [m for m in model.modules()
-              if isinstance(m, torch.nn.ModuleList) and len(m) > 1 and len({type(x) for x in m}) == 1]
-    return max(stacks, key=len) if stacks else None
-
-
 def compile_layers(model, backend: str = "inductor") -> int:
-    """Compile every module of `layer_stack(model)` in place (`nn.Module.compile`); returns how many.
+    """Compile every layer of `peft_adapters.layer_stack(model)` in place (`nn.Module.compile`); returns how many.
 
     The first forward of each layer kind pays the compile (about a minute on 2 CPU cores, logged); later calls run the
     compiled code, forward and backward, with LoRA adapters inside the layers compiled too.
     """
-    stack = layer_stack(model)
-    if stack is None:
+    found = layer_stack(model)
+    if found is None:
         log.warning("train.compile: no stack of transformer layers found in %s; running eager",
                     type(model).__name__)
         return 0
+    stack = found[1]
     for layer in stack:
         layer.compile(dynamic=True, backend=backend)
     log.info("train.compile: %d %s layers compiled on first use (a one-off cost, about a minute on 2 CPU cores)",

@@ -50,16 +50,30 @@ def apply_lora(model, lora, task_type: str | None):
     return model
 
 
+def layer_stack(model):
+    """(name, ModuleList) of the model's transformer layers: the module list as long as its config's
+    num_hidden_layers (also inside peft wrappers); None when there is no such config or list.
+
+    Example: layer_stack(gemma_270m) -> ("model.layers", ModuleList of 18 Gemma3DecoderLayer)
+    """
+    from torch import nn
+
+    total = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    if not total:
+        return None
+    return next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == total), None)
+
+
 def _modules_in_layers(model, names: list[str], layers: list[int]) -> list[str]:
     """Full names of the linear modules called `names` inside the given transformer layers."""
     from torch import nn
 
     from tasktune.errors import UserError
 
-    total = model.config.num_hidden_layers
-    stack = next((n for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == total), None)
-    if stack is None:
+    found = layer_stack(model)
+    if found is None:
         raise UserError("model.lora.layers: could not find this model's stack of layers; remove model.lora.layers")
+    stack = found[0]
     prefixes = tuple(f"{stack}.{i}." for i in layers)
     found = [n for n, m in model.named_modules()
              if isinstance(m, nn.Linear) and n.split(".")[-1] in set(names) and n.startswith(prefixes)]

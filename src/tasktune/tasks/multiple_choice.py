@@ -37,7 +37,7 @@ from tasktune.tasks.protocol import RowError
 
 LETTERS = "ABCDEFGHIJ"
 MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "logits_to_keep")
-PREMISE = "premise_"  # text_score pmi: the batch keys of every option after the answer prefix alone
+PREMISE = "premise_"  # text_score pmi: the prompt-side batch keys of the answer prefix alone, owning every option
 
 
 class OpenBookSettings(Section):
@@ -73,7 +73,8 @@ class MultipleChoiceSettings(TaskSettings):
         if cfg.train.packing:
             return "train.packing does not apply to multiple_choice"
         if self.text_score == "pmi" and self.scoring == "text" and not self.answer_prefix.strip():
-            return "task.text_score pmi scores each option after task.answer_prefix alone: set a non-empty answer_prefix"
+            return ("task.text_score pmi scores each option after task.answer_prefix alone: "
+                    "set a non-empty answer_prefix")
         if self.method == "label_scoring" and cfg.model.attention != "causal":
             return "task.method label_scoring reads next-token probabilities: it needs model.attention causal"
         return None
@@ -182,9 +183,9 @@ class MultipleChoice:
         t = cfg.task
         if t.method == "label_scoring" and t.scoring == "text":
             flat = ls.shared_prefix_logprobs(model, batch, "sum" if t.text_score == "pmi" else t.text_score)
-            if t.text_score == "pmi":
-                flat = flat - ls.shared_prefix_logprobs(model, {k[len(PREMISE):]: v for k, v in batch.items()
-                                                                if k.startswith(PREMISE)}, "sum")
+            if t.text_score == "pmi":  # the same options after the premise prompt instead of each row's
+                premise = {k[len(PREMISE):]: v for k, v in batch.items() if k.startswith(PREMISE)}
+                flat = flat - ls.shared_prefix_logprobs(model, {**batch, **premise}, "sum")
         else:
             logits = model(**{k: v for k, v in batch.items() if k in MODEL_INPUTS}).logits
             if t.method != "head":  # the letters, all at the prompt's last position
@@ -386,7 +387,10 @@ class OptionCollator:
         # Each row's prompt once, its options continuing it (ls.shared_prefix_logprobs).
         options = [feats[i]["option_ids"][j] for i, j in pairs]
         batch = ls.shared_prefix_batch([f["prompt_ids"] for f in feats], options, [i for i, _ in pairs], self.pad)
-        if self.cfg.task.text_score == "pmi":  # one premise prompt, shared by every option of the batch
-            premise = ls.shared_prefix_batch([self.premise], options, [0] * len(options), self.pad)
+        if self.cfg.task.text_score == "pmi":  # one premise prompt owning every option (the options' tensors shared)
+            import torch
+
+            owner = torch.zeros(len(options), dtype=torch.long)
+            premise = {**ls.left_padded([self.premise], self.pad), "prefix_owner": owner}
             batch.update({PREMISE + k: v for k, v in premise.items()})
         return batch
