@@ -32,14 +32,15 @@ def convert(split: str, subset: str, out: Path) -> Path:
     return path
 
 
-def rescored(out: Path, method: str, setting: str, reuse: bool) -> dict:
-    """`tasktune eval` of the `method` run with `--set setting --baseline` (kept with `reuse` when done): the
-    compare table's methods (the run, zero_shot, random) on the dev rows."""
+def rescored(out: Path, method: str, setting: str, reuse: bool, baseline: bool = True) -> dict:
+    """`tasktune eval` of the `method` run with `--set setting` (and `--baseline`; kept with `reuse` when done):
+    the compare table's methods (the run, with baseline zero_shot and random) on the dev rows."""
     from tasktune.compare import compare
 
     run, split = str(out / method), f"eval-{setting}"
-    if not (reuse and (out / method / "eval" / split / "baselines").is_dir()):
-        subprocess.run([sys.executable, "-m", "tasktune", "eval", run, "--set", setting, "--baseline"],
+    done = out / method / "eval" / split / ("baselines" if baseline else "predictions.jsonl")
+    if not (reuse and done.exists()):
+        subprocess.run([sys.executable, "-m", "tasktune", "eval", run, "--set", setting] + ["--baseline"] * baseline,
                        check=True, capture_output=True)
     return compare([run], split=split)["methods"]
 
@@ -53,6 +54,9 @@ def pmi_pairs(out: Path) -> dict:
     from tasktune.compare import compare
 
     text, pmi = out / "text" / "eval", "eval-task.text_score=pmi"
+    # The base model scored by pmi: the text_pmi run's own zero-shot (the same prompt, rows and scoring) when it ran.
+    own = out / "text_pmi" / "eval" / "eval" / "baselines" / "zero_shot.jsonl"
+    zero_shot_pmi = own if own.is_file() else text / pmi / "baselines" / "zero_shot.jsonl"
     folder = out / "pmi_vs_mean"
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "eval" / "eval" / "baselines").mkdir(parents=True)
@@ -61,7 +65,7 @@ def pmi_pairs(out: Path) -> dict:
     shutil.copy(text / pmi / "predictions.jsonl", folder / "eval" / "eval" / "predictions.jsonl")
     for name, path in {"trained_mean": text / "eval" / "predictions.jsonl",
                        "zero_shot_mean": text / "eval" / "baselines" / "zero_shot.jsonl",
-                       "zero_shot_pmi": text / pmi / "baselines" / "zero_shot.jsonl"}.items():
+                       "zero_shot_pmi": zero_shot_pmi}.items():
         shutil.copy(path, folder / "eval" / "eval" / "baselines" / f"{name}.jsonl")
     return {f"{a} - {b}": compare([str(folder)], against=b)["differences"][a]
             for a, b in (("zero_shot_pmi", "zero_shot_mean"), ("pmi_vs_mean", "trained_mean"),
@@ -136,8 +140,10 @@ def main() -> None:
         table["zero-shot, option texts scored (mean log-prob per token)"] = methods["zero_shot"]
         table["label_scoring run (trained on letters), option texts scored"] = methods["label_scoring"]
     if "text" in a.methods and a.pmi:  # the text run and its zero-shot, scored with pmi instead of the mean
-        methods = rescored(out, "text", "task.text_score=pmi", a.reuse)
-        table["zero-shot, option texts scored by pmi"] = methods["zero_shot"]
+        twin = "text_pmi" in a.methods  # its zero-shot is this one: not computed twice
+        methods = rescored(out, "text", "task.text_score=pmi", a.reuse, baseline=not twin)
+        if not twin:
+            table["zero-shot, option texts scored by pmi"] = methods["zero_shot"]
         table["text run (trained with the mean), scored by pmi"] = methods["text"]
         result["pmi_paired_differences"] = pmi_pairs(out)  # pmi_vs_mean: the text run scored by pmi
         print(json.dumps(result["pmi_paired_differences"]))

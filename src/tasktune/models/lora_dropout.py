@@ -2,7 +2,7 @@
 
 peft drops out each LoRA module's input with `nn.Dropout`. On a CPU, drawing its Bernoulli mask
 costs more than the adapter's own matrix products: in a gemma-3-270m LoRA step (all-linear, 2 x 512
-tokens, 2 AVX2 cores) the 126 dropout calls took 9-12% of the step, 4-14 ms each, because torch's CPU
+tokens, 2 AVX2 cores) the 126 dropout calls took 9-15% of the step, 4-14 ms each, because torch's CPU
 `bernoulli_` draws one random number per element. Here one 64-bit draw serves four elements
 (16 bits each): a dropout call takes a third of the time and the LoRA step 1.12x less
 (`bench/lora_dropout_speed.py`, bench/RESULTS.md); the mask keeps an element with probability
