@@ -7,6 +7,8 @@ sequences cut at 128 tokens, fp32 or bf16 as `train.bf16: auto` decides (the pee
 official example runs on a CPU). Runs, interleaved, --repeats times (same seed: the repeats measure
 speed noise, the accuracy is the same):
 - peer: `bench/peer_classification.py` (pad every row to 128, new SEQ_CLS head, LoRA);
+- peer-bf16 (on request, --peer-bf16): the same script with `TrainingArguments(bf16=True)`, what a peer user with
+  bf16 units would pass; the ratios stay against the fp32 peer, as the issue defines it;
 - tasktune-head: `tasktune train` with `task.method: head` (dynamic padding per batch);
 - tasktune-label: `task.method: label_scoring`, the quickstart's prompt and packing (no new head: the LM
   scores 正面 / 负 after the prompt, logits at one position per row);
@@ -30,7 +32,7 @@ Speed is questions/s (training questions over the training loop's runtime: both 
 quality EM and F1 by the CMRC 2018 rules, with a bootstrap interval on F1. No MFU (an encoder's FLOPs per
 padded window are what both pay).
 
-Run: python bench/compare.py --suite classification [--train 200] [--test 200] [--repeats 3] [--tools ...] [--no-peer]
+Run: python bench/compare.py --suite classification [--train 200] [--test 200] [--repeats 3] [--tools ...] [--no-peer] [--peer-bf16]
      python bench/compare.py --suite qa --train 150 --test 100 --out bench/compare_qa.json
 """
 
@@ -90,13 +92,13 @@ def model_facts(train: Path) -> dict:
             "hidden": config.hidden_size, "vocab": config.vocab_size}
 
 
-def run_peer(out: Path, files: tuple[Path, Path], repeat: int) -> dict:
+def run_peer(out: Path, files: tuple[Path, Path], repeat: int, bf16: bool = False) -> dict:
     from tasktune.metrics.bootstrap import bootstrap_ci
     from tasktune.models.loading import resolve_model
 
-    result_path = out / f"peer-r{repeat}.json"
+    result_path = out / f"peer{'-bf16' if bf16 else ''}-r{repeat}.json"
     m = measured([sys.executable, str(ROOT / "bench" / "peer_classification.py"), resolve_model("gemma-3-270m"),
-                  str(files[0]), str(files[1]), str(result_path), "--max-length", str(MAX_LEN)])
+                  str(files[0]), str(files[1]), str(result_path), "--max-length", str(MAX_LEN), *(["--bf16"] * bf16)])
     r = json.loads(result_path.read_text())
     c = r["correct"]
     return {"samples_per_s": r["train_samples_per_second"], "accuracy": r["accuracy"],
@@ -230,6 +232,8 @@ def main() -> None:
     p.add_argument("--tools", nargs="+", default=["tasktune-head", "tasktune-label"], choices=list(TOOLS),
                    help="classification: the tasktune variants run beside the peer")
     p.add_argument("--no-peer", action="store_true", help="classification: tasktune variants only (ratios between them)")
+    p.add_argument("--peer-bf16", action="store_true",
+                   help="classification: the peer once more with TrainingArguments(bf16=True) (CPUs with bf16 units)")
     p.add_argument("--runs", default="bench_runs/compare")
     p.add_argument("--out", default="bench/compare_classification.json")
     a = p.parse_args()
@@ -241,10 +245,13 @@ def main() -> None:
     files = split(out, a.train, a.test)
     machine, facts = peak(), model_facts(files[0])
     print(json.dumps({"machine": machine, "model": facts}), flush=True)
-    runs: dict[str, list[dict]] = {**({} if a.no_peer else {"peer": []}), **{t: [] for t in a.tools}}
+    runs: dict[str, list[dict]] = {**({} if a.no_peer else {"peer": []}), **({"peer-bf16": []} if a.peer_bf16 else {}),
+                                   **{t: [] for t in a.tools}}
     for repeat in range(a.repeats):  # interleaved: a slow spell of the machine hits every tool alike
         if not a.no_peer:
             runs["peer"].append(run_peer(out, files, repeat))
+        if a.peer_bf16:
+            runs["peer-bf16"].append(run_peer(out, files, repeat, bf16=True))
         for tool in a.tools:
             runs[tool].append(run_tasktune(out, files, tool, repeat))
         print(json.dumps({k: v[-1] for k, v in runs.items()}), flush=True)
@@ -253,7 +260,7 @@ def main() -> None:
     print("| tool | samples/s (median, min-max) | tokens/s | x peer | MFU | peak RSS GiB | accuracy [95% CI] |")
     for tool, rs in runs.items():
         med, speed = speed_summary(runs, tool, "samples_per_s")
-        bf16 = any(r.get("precision", {}).get("bf16") for r in rs)
+        bf16 = tool == "peer-bf16" or any(r.get("precision", {}).get("bf16") for r in rs)
         table[tool] = {"samples_per_s": med, **speed, "tokens_per_s": med * facts["tokens_per_row"],
                        "mfu": mfu(med, facts, machine, tool == "tasktune-label", bf16),
                        "peak_rss_gib": max(r["peak_rss_gib"] for r in rs), "accuracy": rs[0]["accuracy"],

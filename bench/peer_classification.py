@@ -2,11 +2,12 @@
 `transformers.Trainer`, written the way the library's `run_classification.py` example does it.
 
 Every review padded to --max-length, a new sequence-classification head (`AutoModelForSequenceClassification`),
-LoRA from peft (task type SEQ_CLS: the head trains in full), fp32, AdamW with linear decay after warmup.
+LoRA from peft (task type SEQ_CLS: the head trains in full), fp32 (--bf16: autocast), AdamW with linear decay
+after warmup.
 Reads JSONL rows `{text, label}` (label 0/1); writes JSON with the Trainer's own train samples/s, the
 test accuracy and each test row's correctness (for bootstrap intervals).
 
-Run: python bench/peer_classification.py MODEL_DIR train.jsonl test.jsonl out.json [--max-length 128]
+Run: python bench/peer_classification.py MODEL_DIR train.jsonl test.jsonl out.json [--max-length 128] [--bf16]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--learning-rate", type=float, default=2e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true", help="TrainingArguments(bf16=True): autocast, as a user with bf16 units would")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     tok = AutoTokenizer.from_pretrained(a.model)
@@ -41,7 +43,8 @@ def main() -> None:
                                              target_modules="all-linear"))
     args = TrainingArguments(output_dir=a.out + ".trainer", per_device_train_batch_size=a.batch_size,
                              per_device_eval_batch_size=a.batch_size, learning_rate=a.learning_rate,
-                             num_train_epochs=1, warmup_steps=0.1,  # transformers 5: a float < 1 is a ratio lr_scheduler_type="linear", save_strategy="no",
+                             num_train_epochs=1, warmup_steps=0.1,  # transformers 5: a float < 1 is a ratio
+                             lr_scheduler_type="linear", save_strategy="no", bf16=a.bf16,
                              report_to=[], logging_steps=10, seed=a.seed, use_cpu=not torch.cuda.is_available())
     trainer = Trainer(model=model, args=args, train_dataset=data["train"])
     train = trainer.train().metrics

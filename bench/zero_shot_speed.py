@@ -9,10 +9,11 @@ prompt and words (examples/sentiment_zh.yaml), gemma-3-270m, max length 128.
   position's logits (full logits at every position, as a causal LM returns them by default), batch 32, fp32.
 The share of equal predictions is reported (the peer cuts a long prompt at its end, tasktune keeps the
 prompt's question). Each side runs alone, model load excluded; examples/s over the rows. MFU: 2N FLOPs per
-real token (N non-embedding parameters) against the fp32 matmul rate measured in the same run
-(bench/peak.py), which bounds what any implementation can reach here.
+real token (N non-embedding parameters) against the matmul rate of the dtype tasktune ran in (fp32, or bf16
+where `train.bf16: auto` turned it on), measured in the same run (bench/peak.py): the bound of any implementation.
+--peer-bf16 runs the peer once more with the model loaded in bf16 (what a user with bf16 units might do).
 
-Run: python bench/zero_shot_speed.py [--rows 500] [--peer-rows 200]
+Run: python bench/zero_shot_speed.py [--rows 500] [--peer-rows 200] [--peer-bf16] [--out F]
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def tasktune_side(rows: list[dict]) -> tuple[float, list[str]]:
     return time.perf_counter() - start, [p["label"] for p in preds]
 
 
-def peer_side(rows: list[dict]) -> tuple[float, list[str]]:
+def peer_side(rows: list[dict], bf16: bool = False) -> tuple[float, list[str]]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -65,7 +66,7 @@ def peer_side(rows: list[dict]) -> tuple[float, list[str]]:
     path = resolve_model("gemma-3-270m")
     tok = AutoTokenizer.from_pretrained(path)
     tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if bf16 else torch.float32).eval()
     ids = {label: tok(w, add_special_tokens=False)["input_ids"][0] for label, w in WORDS.items()}
     labels, out = list(ids), []
     start = time.perf_counter()
@@ -84,15 +85,19 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=500)
     p.add_argument("--peer-rows", type=int, default=200, help="the peer is slow: fewer rows (rates compare)")
     p.add_argument("--out", default="bench/zero_shot_speed.json")
+    p.add_argument("--peer-bf16", action="store_true", help="the peer once more with the model loaded in bf16")
     a = p.parse_args()
     if not DATA.is_file():
         print(f"skipped: {DATA} not found (the shared data sets live beside the project)")
         return
     import torch
 
+    from tasktune.precision import decide_bf16
+
     rows = reviews(a.rows)
     ours_s, ours = tasktune_side(rows)
     peer_s, peer = peer_side(rows[:a.peer_rows])
+    peer16_s = peer_side(rows[:a.peer_rows], bf16=True)[0] if a.peer_bf16 else None
     agree = sum(x == y for x, y in zip(ours, peer)) / len(peer)
     from peak import matmul_flops
     from transformers import AutoTokenizer
@@ -102,14 +107,19 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(resolve_model("gemma-3-270m"))
     tokens = sum(min(128, len(tok(PROMPT.format(text=r["text"]))["input_ids"])) for r in rows)
     n = 18 * (2 * 640 * 1024 + 2 * 640 * 256 + 3 * 640 * 2048)  # gemma-3-270m: q, o, k, v, MLP per layer
-    fp32 = matmul_flops(torch.float32)
-    ceiling = fp32 / (2 * n * tokens / len(rows))
+    bf16 = decide_bf16("auto").bf16  # what tasktune's side ran in
+    fp32, bf16_rate = matmul_flops(torch.float32), matmul_flops(torch.bfloat16)
+    ceiling = (bf16_rate if bf16 else fp32) / (2 * n * tokens / len(rows))
     result = {"cpu": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
               "tasktune": {"rows": len(rows), "seconds": round(ours_s, 1), "examples_per_s": round(len(rows) / ours_s, 2),
                            "accuracy": sum(x == r["label"] for x, r in zip(ours, rows)) / len(rows)},
               "peer": {"rows": len(peer), "seconds": round(peer_s, 1), "examples_per_s": round(len(peer) / peer_s, 2)},
               "same_predictions_on_peer_rows": round(agree, 4), "mean_tokens": round(tokens / len(rows), 1),
-              "fp32_gflops": round(fp32 / 1e9, 1), "examples_per_s_at_100pct_mfu": round(ceiling, 2)}
+              "fp32_gflops": round(fp32 / 1e9, 1), "bf16_gflops": round(bf16_rate / 1e9, 1),
+              "tasktune_precision": "bf16" if bf16 else "fp32", "examples_per_s_at_100pct_mfu": round(ceiling, 2)}
+    if peer16_s:
+        result["peer_bf16"] = {"rows": len(peer), "seconds": round(peer16_s, 1),
+                               "examples_per_s": round(len(peer) / peer16_s, 2)}
     result["tasktune"]["mfu_pct"] = round(100 * result["tasktune"]["examples_per_s"] / ceiling, 1)
     result["ratio"] = round(result["tasktune"]["examples_per_s"] / result["peer"]["examples_per_s"], 2)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -13,6 +13,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every test takes the fp32 path, whatever this CPU's bf16 units: tiny models' results (and the
+# subprocesses the CLI tests start) must not depend on the machine. Tests of the bf16 path ask for
+# it through the `cpu_bf16` fixture; the probe's own test unsets this.
+os.environ["TASKTUNE_CPU_BF16_SPEEDUP"] = "0.01"
 # Tokenised features are cached per test session, never in the user's cache (tests stay hermetic).
 os.environ["TASKTUNE_FEATURE_CACHE"] = __import__("tempfile").mkdtemp(prefix="tasktune-features-")
 

@@ -68,17 +68,39 @@ def test_qlora_compute_dtype_follows_the_decision(cpu_bf16):
     assert quantization_kwargs(None, "auto") == {}
 
 
-def test_probe_is_fast_and_measures_a_ratio():
+def test_probe_is_fast_and_measures_a_ratio(monkeypatch):
     import time
 
     from tasktune import precision
 
+    monkeypatch.delenv(precision.PIN_ENV)  # conftest pins the figure for every other test
     precision.cpu_bf16_speedup.cache_clear()
     start = time.perf_counter()
     ratio = precision.cpu_bf16_speedup()
     # "A few tens of milliseconds": even emulated bf16 (AVX2) stops after one slow sample.
     assert time.perf_counter() - start < 2.0
     assert 0 < ratio < 100
+    precision.cpu_bf16_speedup.cache_clear()  # later tests see the pinned figure again
+
+
+def test_environment_pins_the_probe_figure(monkeypatch):
+    from tasktune import precision
+    from tasktune.errors import UserError
+
+    for figure, bf16 in [("4", True), ("0.02", False)]:
+        monkeypatch.setenv(precision.PIN_ENV, figure)
+        precision.cpu_bf16_speedup.cache_clear()
+        precision.decide_bf16.cache_clear()
+        decided = precision.decide_bf16("auto")
+        assert (decided.bf16, decided.speedup) == (bf16, float(figure))
+        assert "pinned by TASKTUNE_CPU_BF16_SPEEDUP" in decided.reason
+    monkeypatch.setenv(precision.PIN_ENV, "fast")
+    precision.cpu_bf16_speedup.cache_clear()
+    with pytest.raises(UserError, match="TASKTUNE_CPU_BF16_SPEEDUP='fast' is not a number"):
+        precision.cpu_bf16_speedup()
+    monkeypatch.undo()
+    precision.cpu_bf16_speedup.cache_clear()
+    precision.decide_bf16.cache_clear()
 
 
 @pytest.mark.parametrize("speedup,expect", [(0.01, False), (3.5, True)])
@@ -98,3 +120,21 @@ def test_training_uses_and_records_the_decision(tiny_bert, sentiment_files, tmp_
     env = json.loads((tmp_path / "run" / "env.json").read_text())
     assert env["precision"]["bf16"] is False and env["precision"]["speedup"] == speedup
     assert env["precision"]["setting"] == "auto"
+
+
+def test_console_log_follows_stderr_when_a_caller_swaps_it(monkeypatch):
+    # A handler bound to the stderr of its creation wrote "--- Logging error ---" once pytest's
+    # capture (or a notebook) had closed that stream; lines must reach the stderr of the moment.
+    import io
+    import sys
+
+    from tasktune.rundir import setup_logging
+
+    setup_logging()
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logging.getLogger("tasktune").info("line one")
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("tasktune").info("line two")
+    assert second.getvalue() == "line two\n"

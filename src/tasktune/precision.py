@@ -9,7 +9,9 @@ used only where it wins by BF16_MIN_SPEEDUP.
 
 `train.bf16` is `auto` (the default: the rule above), `true` (always; warns once when the probe
 says it is slow here) or `false`. The same decision drives training autocast, batched inference
-and the compute dtype of 4-bit (QLoRA) layers.
+and the compute dtype of 4-bit (QLoRA) layers. The environment variable TASKTUNE_CPU_BF16_SPEEDUP,
+set to a number, replaces the probe's figure: the test suite pins it so that every CPU takes the
+same path, and a user can pin it to compare runs across machines.
 
 Example:
     p = decide_bf16("auto")      # Precision(bf16=False, device='cpu', speedup=0.007, ...)
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -29,6 +32,7 @@ log = logging.getLogger("tasktune")
 BF16_MIN_SPEEDUP = 1.3   # bf16 must beat fp32 by this factor on the probe to be turned on
 PROBE_SIZE = 256         # n of the n x n x n matmul probe (34 MFLOP: ~0.3 ms fp32, ~40 ms emulated bf16)
 PROBE_BUDGET_S = 0.02    # repeat each dtype until this much time is spent, to smooth out noise
+PIN_ENV = "TASKTUNE_CPU_BF16_SPEEDUP"  # a number here replaces the probe (fp32 time / bf16 time)
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,17 @@ def cpu_bf16_speedup() -> float:
 
     One thread: a busy machine (another process on the other core) stalls multi-threaded kernels
     at their barriers and can make the fast dtype look slow; one core compares the units themselves.
+    With TASKTUNE_CPU_BF16_SPEEDUP set (e.g. 0.01: take the fp32 path; 4: the bf16 one), its number.
     """
     import torch
+
+    pinned = os.environ.get(PIN_ENV, "").strip()
+    if pinned:
+        try:
+            return float(pinned)
+        except ValueError:
+            raise UserError(f"{PIN_ENV}={pinned!r} is not a number: unset it, or give the bf16 speed-up to assume "
+                            "(0.01 keeps fp32, 4 turns bf16 on)") from None
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -106,7 +119,8 @@ def decide_bf16(setting="auto") -> Precision:
     speedup = round(cpu_bf16_speedup(), 3)
     fast = speedup >= BF16_MIN_SPEEDUP
     why = (f"CPU {capability}: bf16 matmul {speedup:.3g}x the speed of fp32 "
-           f"({'bf16 units' if fast else 'no bf16 units'})")
+           f"({'bf16 units' if fast else 'no bf16 units'}"
+           f"{f', pinned by {PIN_ENV}' if os.environ.get(PIN_ENV, '').strip() else ''})")
     if setting == "true" and not fast:
         log.warning("train.bf16 is true, but bf16 is %.3gx the speed of fp32 on this CPU (%s, no bf16 units): "
                     "training will be about %.0fx slower; set train.bf16=auto", speedup, capability,

@@ -118,13 +118,33 @@ def write_env(run_dir: str | Path, cfg, resumed_from: str | None) -> None:
     })
 
 
+class _Console(logging.StreamHandler):
+    """A console handler that writes to whatever sys.stderr is at the time of each line.
+
+    Why not StreamHandler(sys.stderr): that binds the stream of the moment it was made, and a
+    caller that swaps stderr for a while (a notebook cell, pytest's capture) leaves it writing
+    to a closed file ("--- Logging error ---" on every later line).
+    """
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):  # StreamHandler.__init__ assigns one; the property ignores it
+        pass
+
+
 def setup_logging(run_dir: str | Path | None = None) -> None:
     """tasktune's log lines go to the console and, with `run_dir`, appended to train.log with timestamps."""
     logger = logging.getLogger("tasktune")
     logger.setLevel(logging.INFO)
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
                for h in logger.handlers):
-        console = logging.StreamHandler(sys.stderr)
+        console = _Console()
         console.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(console)
     if run_dir is not None:
