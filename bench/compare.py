@@ -12,6 +12,7 @@ speed noise, the accuracy is the same):
 - tasktune-head: `tasktune train` with `task.method: head` (dynamic padding per batch);
 - tasktune-label: `task.method: label_scoring`, the quickstart's prompt and packing (no new head: the LM
   scores 正面 / 负 after the prompt, logits at one position per row);
+- TOOL-fp32 (on request, --tools): any of the three in fp32 (`train.bf16=false`) on a CPU where `auto` picks bf16;
 - tasktune-head-rebalance (on request, --tools): the head with `train.sampling: batch_rebalance`, batch 4 x 2
   accumulation = the same 8 random rows per step, sorted by length into two forward passes.
 Figures per run: train samples/s (each Trainer's own figure), tokens/s (the rows' real tokens, the same
@@ -64,6 +65,8 @@ TOOLS = {
     "tasktune-head-rebalance": ["task.method=head", "train.batch_size=4", "train.effective_batch_size=8",
                                 "train.sampling=batch_rebalance"],
 }
+# The same in fp32 whatever the CPU (train.bf16=false; a later override wins): what bf16 costs in accuracy, one machine.
+TOOLS.update({f"{name}-fp32": [*overrides, "train.bf16=false"] for name, overrides in list(TOOLS.items())})
 
 
 def split(out: Path, n_train: int, n_test: int) -> tuple[Path, Path]:
@@ -262,7 +265,7 @@ def main() -> None:
         med, speed = speed_summary(runs, tool, "samples_per_s")
         bf16 = tool == "peer-bf16" or any(r.get("precision", {}).get("bf16") for r in rs)
         table[tool] = {"samples_per_s": med, **speed, "tokens_per_s": med * facts["tokens_per_row"],
-                       "mfu": mfu(med, facts, machine, tool == "tasktune-label", bf16),
+                       "mfu": mfu(med, facts, machine, tool.startswith("tasktune-label"), bf16),
                        "peak_rss_gib": max(r["peak_rss_gib"] for r in rs), "accuracy": rs[0]["accuracy"],
                        "ci95": rs[0]["ci95"]}
         t = table[tool]

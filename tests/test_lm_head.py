@@ -50,3 +50,32 @@ def test_trimmed_head_sees_lora_layers(tiny_qwen):
         full = model(input_ids=ids, attention_mask=mask).logits
         trimmed = logits_at(model, ids, mask, torch.tensor([0]), torch.tensor([3]))
     assert torch.allclose(trimmed, full[0, 3:4].float(), atol=1e-5)
+
+
+def test_head_skips_cpu_bf16_autocast_for_few_rows_only(tiny_qwen):
+    # Autocast re-casts a frozen head weight at every call (gemma's: 168M values); for a few rows the fp32
+    # product is cheaper and exact. More rows than FP32_HEAD_MAX_ROWS keep autocast's bf16 product.
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tasktune.models import lm_head
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen, dtype=torch.float32).eval()
+    lm_head.fp32_head_for_few_rows(model)
+    lm_head.fp32_head_for_few_rows(model)  # a second call leaves the first wrapper alone
+    head = model.get_output_embeddings()
+    few = torch.randn(2, 3, head.in_features)
+    many = torch.randn(1, lm_head.FP32_HEAD_MAX_ROWS + 1, head.in_features)
+    plain = torch.nn.functional.linear
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got_few, got_many = head(few), head(many)
+    assert got_few.dtype == torch.float32 and torch.equal(got_few, plain(few, head.weight, head.bias))
+    assert got_many.dtype == torch.bfloat16
+    with torch.no_grad():  # without autocast the head is the plain fp32 head
+        assert torch.equal(head(few), plain(few, head.weight, head.bias))
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(input_ids=ids, logits_to_keep=1).logits
+    logits.sum().backward()  # gradients flow through the fp32 head to the LM's layers
+    assert logits.dtype == torch.float32
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.model.layers[0].parameters())
