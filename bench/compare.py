@@ -109,11 +109,12 @@ def run_peer(out: Path, files: tuple[Path, Path], repeat: int, bf16: bool = Fals
             "wall_s": m["seconds"]}
 
 
-def run_tasktune(out: Path, files: tuple[Path, Path], tool: str, repeat: int) -> dict:
+def run_tasktune(out: Path, files: tuple[Path, Path], tool: str, repeat: int, seed: int = 0) -> dict:
     from tasktune.compare import compare
 
     folder = out / f"{tool}-r{repeat}"
     m = measured([sys.executable, "-m", "tasktune", "train", str(out / "empty.yaml"), *TASKTUNE, *TOOLS[tool],
+                  f"train.seed={seed}",
                   f"data.train={files[0]}", f"data.eval={files[1]}", f"output_dir={folder}", "--overwrite"])
     speed = history_value(folder, "train_samples_per_second")
     acc = compare([str(folder)])["methods"][folder.name]["accuracy"]
@@ -235,6 +236,7 @@ def main() -> None:
     p.add_argument("--tools", nargs="+", default=["tasktune-head", "tasktune-label"], choices=list(TOOLS),
                    help="classification: the tasktune variants run beside the peer")
     p.add_argument("--no-peer", action="store_true", help="classification: tasktune variants only (ratios between them)")
+    p.add_argument("--seed", type=int, default=0, help="classification: tasktune's train.seed (accuracy across seeds)")
     p.add_argument("--peer-bf16", action="store_true",
                    help="classification: the peer once more with TrainingArguments(bf16=True) (CPUs with bf16 units)")
     p.add_argument("--runs", default="bench_runs/compare")
@@ -256,7 +258,7 @@ def main() -> None:
         if a.peer_bf16:
             runs["peer-bf16"].append(run_peer(out, files, repeat, bf16=True))
         for tool in a.tools:
-            runs[tool].append(run_tasktune(out, files, tool, repeat))
+            runs[tool].append(run_tasktune(out, files, tool, repeat, a.seed))
         print(json.dumps({k: v[-1] for k, v in runs.items()}), flush=True)
         Path(a.out).write_text(json.dumps({"machine": machine, "model": facts, "runs": runs}, indent=2) + "\n")
     table = {}
