@@ -6,7 +6,7 @@ loader, and times `Trainer.training_step` on them (forward + backward, no optimi
 the forward under `torch.autocast("cpu", dtype=torch.bfloat16)` (the Trainer's loss context, where the run puts
 autocast when `train.bf16` turns bf16 on; the backward stays outside it, as in a run; one process holds one
 accelerate state, so one Trainer serves both sides), interleaved --repeats times. Then one
-step of each under torch.profiler: the share of self CPU time per op (top --top) and how much of it is matmul.
+step of each under torch.profiler: the share of self CPU time per op (top --top), of the matmuls and of attention.
 
 Run: python bench/step_profile.py [examples/sentiment_zh.yaml] [--set KEY=VALUE ...] [--steps 4] [--repeats 3]
      [--out bench/step_profile.json]
@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::_scaled_dot_product",
-              "mkldnn", "onednn")
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "mkldnn", "onednn")
+ATTENTION_OPS = ("scaled_dot_product",)  # SDPA forward and backward, counted apart from the matmuls
 
 
 def build(config: str, overrides: list[str], folder: Path):
@@ -34,10 +34,8 @@ def build(config: str, overrides: list[str], folder: Path):
     from tasktune.engine.features import prepared
     from tasktune.engine.trainer import build_trainer
     from tasktune.models.loading import resolve_model
-    from tasktune.precision import decide_bf16
     from tasktune.tasks import get_task
 
-    decide_bf16.cache_clear()
     folder.mkdir(parents=True)
     cfg = load_config(config, [*overrides, "train.bf16=false", f"output_dir={folder}",
                                "train.eval_during_training=false", "train.compile=false"])
@@ -46,9 +44,7 @@ def build(config: str, overrides: list[str], folder: Path):
     set_seed(cfg.train.seed)
     model, tok = task.build_model(resolve_model(cfg.model.name), cfg, splits.state, for_training=True)
     feats = prepared(task, splits.train, tok, cfg, splits.state)
-    trainer = build_trainer(task, cfg, model, tok, feats, [], splits.state, folder, [])
-    trainer.create_optimizer_and_scheduler(num_training_steps=10)
-    return trainer
+    return build_trainer(task, cfg, model, tok, feats, [], splits.state, folder, [])
 
 
 def precision(name: str):
@@ -78,8 +74,10 @@ def op_shares(trainer, batch, name: str, top: int) -> dict:
     trainer.model.zero_grad(set_to_none=True)
     events = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
     total = sum(t for _, t in events)
-    matmul = sum(t for k, t in events if any(m in k for m in MATMUL_OPS))
-    return {"matmul_percent": round(100 * matmul / total, 1),
+    def share(ops) -> float:
+        return round(100 * sum(t for k, t in events if any(m in k for m in ops)) / total, 1)
+
+    return {"matmul_percent": share(MATMUL_OPS), "attention_percent": share(ATTENTION_OPS),
             "top_percent": {k: round(100 * t / total, 1) for k, t in sorted(events, key=lambda e: -e[1])[:top]}}
 
 

@@ -55,6 +55,8 @@ def test_trimmed_head_sees_lora_layers(tiny_qwen):
 def test_head_skips_cpu_bf16_autocast_for_few_rows_only(tiny_qwen):
     # Autocast re-casts a frozen head weight at every call (gemma's: 168M values); for a few rows the fp32
     # product is cheaper and exact. More rows than FP32_HEAD_MAX_ROWS keep autocast's bf16 product.
+    import copy
+
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -73,6 +75,10 @@ def test_head_skips_cpu_bf16_autocast_for_few_rows_only(tiny_qwen):
     assert got_many.dtype == torch.bfloat16
     with torch.no_grad():  # without autocast the head is the plain fp32 head
         assert torch.equal(head(few), plain(few, head.weight, head.bias))
+    copied = copy.deepcopy(model).get_output_embeddings()  # its forward reads the copy's weight, not the original's
+    copied.weight.data.zero_()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not copied(few).any() and torch.equal(head(few), got_few)
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(input_ids=ids, logits_to_keep=1).logits

@@ -102,12 +102,11 @@ def test_two_processes_train_what_one_process_trains(family, tmp_path, request):
     assert a.keys() == b.keys() and any("lora_B" in k for k in a)
     moved = max(float(t.abs().max()) for k, t in a.items() if "lora_B" in k)
     assert moved > 1e-3  # LoRA B starts at zero: training happened
-    # Relative to each tensor's size. Adam's first steps amplify the reduction-order noise of elements whose
-    # gradient is near zero: on an AVX-512 CPU one tensor of 28 landed at 1.6e-3 while the median was 1e-6.
-    # Rows dropped or split wrongly move most tensors by 1e-2 or more, which the median bound catches.
-    rel = {k: float((a[k] - b[k]).abs().max()) / max(float(a[k].abs().max()), 1e-2) for k in a}
-    assert max(rel.values()) <= 1e-2, max(rel, key=rel.get)
-    assert sorted(rel.values())[len(rel) // 2] <= 1e-4, sorted(rel.values())
+    # Each tensor within 1e-3 of its size, measured by norm: Adam's first steps amplify the reduction-order noise
+    # of single elements whose gradient is near zero (on an AVX-512 CPU one element of a multiple-choice LoRA
+    # tensor moved 1.6e-3 of that tensor's largest value), while rows dropped or split wrongly move whole tensors.
+    for key in a:
+        assert (a[key] - b[key]).norm() <= 1e-3 * max(float(a[key].norm()), 1e-2), key
     log = (two / "train.log").read_text()
     assert log.count("tasktune 0.1.0:") == 1 and "x 2 process(es)" in log
     assert json.loads((two / "env.json").read_text())["processes"] == 2

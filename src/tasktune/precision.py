@@ -67,6 +67,10 @@ def _time_matmul(dtype, budget: float, give_up_after: float) -> float:
     return best
 
 
+def _pinned() -> str:
+    return os.environ.get(PIN_ENV, "").strip()
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_bf16_speedup() -> float:
     """fp32 time / bf16 time of a 256^3 matmul on one core of this CPU (cached per process).
@@ -77,7 +81,7 @@ def cpu_bf16_speedup() -> float:
     """
     import torch
 
-    pinned = os.environ.get(PIN_ENV, "").strip()
+    pinned = _pinned()
     if pinned:
         try:
             return float(pinned)
@@ -120,7 +124,7 @@ def decide_bf16(setting="auto") -> Precision:
     fast = speedup >= BF16_MIN_SPEEDUP
     why = (f"CPU {capability}: bf16 matmul {speedup:.3g}x the speed of fp32 "
            f"({'bf16 units' if fast else 'no bf16 units'}"
-           f"{f', pinned by {PIN_ENV}' if os.environ.get(PIN_ENV, '').strip() else ''})")
+           f"{f', pinned by {PIN_ENV}' if _pinned() else ''})")
     if setting == "true" and not fast:
         log.warning("train.bf16 is true, but bf16 is %.3gx the speed of fp32 on this CPU (%s, no bf16 units): "
                     "training will be about %.0fx slower; set train.bf16=auto", speedup, capability,

@@ -126,9 +126,6 @@ class _Console(logging.StreamHandler):
     to a closed file ("--- Logging error ---" on every later line).
     """
 
-    def __init__(self):
-        super().__init__()
-
     @property
     def stream(self):
         return sys.stderr

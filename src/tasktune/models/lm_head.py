@@ -68,28 +68,31 @@ def next_token_positions(labels):
 FP32_HEAD_MAX_ROWS = 64
 
 
+def _few_rows_in_fp32(head, hidden):
+    """nn.Linear.forward of `head`, skipping CPU bf16 autocast for at most FP32_HEAD_MAX_ROWS rows."""
+    import torch
+
+    rows = hidden.numel() // hidden.shape[-1]
+    if hidden.device.type == "cpu" and torch.is_autocast_enabled("cpu") and rows <= FP32_HEAD_MAX_ROWS:
+        with torch.autocast("cpu", enabled=False):
+            return torch.nn.functional.linear(hidden.float(), head.weight, head.bias)
+    return torch.nn.Linear.forward(head, hidden)
+
+
 def fp32_head_for_few_rows(model):
     """Make `model`'s output head skip CPU bf16 autocast when it is applied to at most FP32_HEAD_MAX_ROWS rows.
 
     Returns `model`. The head is an nn.Linear with an fp32 weight (else nothing changes); its results are fp32
     (more exact than the bf16 product, the same values as without autocast). Where autocast is off, on a GPU, or
-    for more rows, the head runs as before.
+    for more rows, the head runs as before. The forward is bound to the head (a copy of the model rebinds it).
 
     Example: model = fp32_head_for_few_rows(AutoModelForCausalLM.from_pretrained(path))
     """
+    import types
+
     import torch
 
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if not isinstance(head, torch.nn.Linear) or head.weight.dtype != torch.float32 or "forward" in vars(head):
-        return model
-    as_before = head.forward
-
-    def forward(hidden):
-        rows = hidden.numel() // hidden.shape[-1]
-        if hidden.device.type == "cpu" and torch.is_autocast_enabled("cpu") and rows <= FP32_HEAD_MAX_ROWS:
-            with torch.autocast("cpu", enabled=False):
-                return torch.nn.functional.linear(hidden.float(), head.weight, head.bias)
-        return as_before(hidden)
-
-    head.forward = forward
+    if type(head) is torch.nn.Linear and head.weight.dtype == torch.float32 and "forward" not in vars(head):
+        head.forward = types.MethodType(_few_rows_in_fp32, head)
     return model
