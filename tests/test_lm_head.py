@@ -85,3 +85,24 @@ def test_head_skips_cpu_bf16_autocast_for_few_rows_only(tiny_qwen):
     logits.sum().backward()  # gradients flow through the fp32 head to the LM's layers
     assert logits.dtype == torch.float32
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.model.layers[0].parameters())
+
+
+@pytest.mark.parametrize("task_args", [
+    ("task=classification", "task.method=label_scoring", "task.labels=[neg,pos]", "task.prompt='{text} is'",
+     "task.verbalizer={neg: bad, pos: good}"),
+    ("task=multiple_choice",),
+    ("task=sft",),
+])
+@pytest.mark.parametrize("for_training", [True, False])
+def test_every_task_causal_lm_gets_the_few_rows_head(tiny_qwen, task_args, for_training):
+    # The head change lives in one loading function; each task that scores or generates with a causal LM,
+    # with LoRA for training and plainly for inference, must come out of build_model with it.
+    from tasktune.config import load_config
+    from tasktune.tasks import get_task
+
+    cfg = load_config(None, [*task_args, f"model.name={tiny_qwen}", "model.max_length=64",
+                             f"model.lora={{r: 4}}" if for_training else "model.lora=null"])
+    task = get_task(cfg.task.name)
+    state = {"labels": ["neg", "pos"]} if cfg.task.name == "classification" else {}
+    model, _ = task.build_model(tiny_qwen, cfg, state, for_training=for_training)
+    assert "forward" in vars(model.get_output_embeddings())

@@ -102,6 +102,22 @@ def torch_dtype(name: str):
     return torch.float32
 
 
+def load_causal_lm(path: str, dtype: str = "auto", **kwargs):
+    """The causal LM at `path` (AutoModelForCausalLM) in `dtype` (a model.dtype name, see torch_dtype).
+
+    Every causal LM tasktune runs is loaded here, so none misses the LM-head change of
+    models/lm_head.fp32_head_for_few_rows (the head skips CPU bf16 autocast for a few rows).
+    `kwargs` go to from_pretrained (attention, quantization...).
+
+    Example: model = load_causal_lm("runs/x/best", "auto", attn_implementation="sdpa")
+    """
+    from transformers import AutoModelForCausalLM
+
+    from tasktune.models.lm_head import fp32_head_for_few_rows
+
+    return fp32_head_for_few_rows(AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), **kwargs))
+
+
 def attention_kwargs(path: str, cfg, config=None) -> dict:
     """from_pretrained kwargs for model.attention: {} for causal; for bidirectional, the config switch of
     the model types that have one (Gemma 3's `use_bidirectional_attention`, the switch behind

@@ -179,19 +179,16 @@ def load_model(path: str, loader, cfg, task_type: str | None, for_training: bool
     - full fine-tuning of a low-precision checkpoint: upcast to fp32.
     - `model.gradient_checkpointing`: recompute activations in the backward pass.
     - `train.compile`: the transformer layers compiled in place (models/compile_layers.py).
-    - a causal LM's head skips CPU bf16 autocast for a few rows (models/lm_head.fp32_head_for_few_rows).
     """
     import torch
 
     quant = quantization_kwargs(cfg.model.quantization, cfg.train.bf16)
     from tasktune.models.loading import attn_kwargs
 
-    from tasktune.models.lm_head import fp32_head_for_few_rows
-
     attn = attn_kwargs(cfg.model.attn_implementation, for_training)
     if is_adapter(path):
-        return load_adapter(fp32_head_for_few_rows(loader(adapter_base(path), **quant, **attn)), path)
-    model = fp32_head_for_few_rows(loader(path, **(quant if for_training else {}), **attn))
+        return load_adapter(loader(adapter_base(path), **quant, **attn), path)
+    model = loader(path, **(quant if for_training else {}), **attn)
     if not for_training:
         return model
     if cfg.model.lora is None and model.dtype != torch.float32:

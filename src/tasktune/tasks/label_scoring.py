@@ -255,16 +255,16 @@ def scorer_or_head(path: str, cfg, for_training: bool, scoring: bool, **head_kwa
 
     Example: model, tok = scorer_or_head(path, cfg, True, scoring=False, num_labels=1)
     """
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
-    from tasktune.models.loading import attention_kwargs, load_tokenizer, torch_dtype
+    from tasktune.models.loading import attention_kwargs, load_causal_lm, load_tokenizer, torch_dtype
     from tasktune.models.peft_adapters import load_model
 
     tok = load_tokenizer(path, "left" if scoring else "right")
 
     def loader(p, **kwargs):
         if scoring:
-            return AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype(cfg.model.dtype), **kwargs)
+            return load_causal_lm(p, cfg.model.dtype, **kwargs)
         model = AutoModelForSequenceClassification.from_pretrained(
             p, dtype=torch_dtype(cfg.model.dtype), **head_kwargs, **attention_kwargs(p, cfg), **kwargs)
         # Decoders classify from the last non-pad token and must know which id is padding.

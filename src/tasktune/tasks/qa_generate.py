@@ -44,15 +44,12 @@ def generate_answers(path: str, rows: list[dict], language: str, batch_size: int
     `bf16` is the train.bf16 setting: autocast where `precision.decide_bf16` says."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM
 
-    from tasktune.models.lm_head import fp32_head_for_few_rows
-    from tasktune.models.loading import load_tokenizer, to_device, torch_dtype
+    from tasktune.models.loading import load_causal_lm, load_tokenizer, to_device
     from tasktune.precision import decide_bf16
 
     tok = load_tokenizer(path, "left")
-    model = to_device(AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype("auto"))).eval()
-    fp32_head_for_few_rows(model)  # one head row per sequence per generated token
+    model = to_device(load_causal_lm(path)).eval()  # its head: one row per sequence per generated token
     autocast = decide_bf16(bf16).bf16
     template = PROMPTS["zh" if language == "zh" else "en"]
     prompts = []

@@ -180,9 +180,7 @@ class SFT:
         return []
 
     def build_model(self, path, cfg, state, for_training=True):
-        from transformers import AutoModelForCausalLM
-
-        from tasktune.models.loading import load_tokenizer, torch_dtype
+        from tasktune.models.loading import load_causal_lm, load_tokenizer
         from tasktune.models.peft_adapters import load_model
 
         tok = load_tokenizer(path, "left")  # generation continues every row at the same last position
@@ -190,7 +188,7 @@ class SFT:
             tok.chat_template = PLAIN_TEMPLATE
 
         def loader(p, **kwargs):
-            return AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype(cfg.model.dtype), **kwargs)
+            return load_causal_lm(p, cfg.model.dtype, **kwargs)
 
         return load_model(path, loader, cfg, "CAUSAL_LM", for_training), tok
 
