@@ -57,6 +57,12 @@ def test_conversion_reproduces_gguf_logits_and_writes_manifest(fake_package):
     assert resolve_model("tiny-gguf") == path  # converted once, read from the cache after
     assert (fake_package.parents[1] / "cache/models/tiny-gguf/tasktune_manifest.json").stat().st_mtime_ns == stamp
     assert {r["name"]: r for r in list_models()}["tiny-gguf"]["converted"] is True
+    folder = Path(path)
+    assert all(f.stat().st_mode & 0o044 == 0o044 for f in folder.iterdir())  # a shared cache is readable by all
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:  # a tied head is saved once, as the embedding
+        assert converted.config.tie_word_embeddings and "lm_head.weight" not in set(f.keys())
 
 
 def test_converted_model_trains_with_lora(fake_package, sentiment_files, tmp_path):
