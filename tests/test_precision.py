@@ -138,3 +138,16 @@ def test_console_log_follows_stderr_when_a_caller_swaps_it(monkeypatch):
     monkeypatch.setattr(sys, "stderr", second)
     logging.getLogger("tasktune").info("line two")
     assert second.getvalue() == "line two\n"
+
+
+def test_env_names_the_cpu_model_and_its_vector_unit(tmp_path):
+    # Speed figures are only comparable on the same kind of CPU: env.json says which one ran.
+    import torch
+
+    from tasktune.rundir import cpu_name
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t: avx2\n")
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert cpu_name(str(info)) == f"AMD EPYC 7B13, {capability}"
+    assert cpu_name(str(tmp_path / "missing")).endswith(f", {capability}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from conftest import base_config
 
 from tasktune.config import load_config
@@ -46,6 +47,7 @@ def test_run_folder_has_everything(trained):
     assert len(data["split"]["train_ids"]) == 120 and len(data["split"]["eval_ids"]) == 30
     env = json.loads((run / "env.json").read_text())
     assert env["seed"] == 7 and env["versions"]["transformers"] and env["processes"] == 1
+    assert env["device"].startswith("cpu (") and env["device"].endswith(f", {torch.backends.cpu.get_cpu_capability()})")
     meta = json.loads((run / "best/tasktune.json").read_text())
     assert meta["task"] == "classification" and meta["state"]["labels"] == ["negative", "positive"]
     assert meta["state"]["label_counts"] == {"negative": 40, "positive": 80}

@@ -109,13 +109,30 @@ def write_env(run_dir: str | Path, cfg, resumed_from: str | None) -> None:
             versions[name] = None
     from tasktune.precision import decide_bf16
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or 'unknown'})"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({cpu_name()})"
     write_json(Path(run_dir) / "env.json", {
         "python": sys.version.split()[0], "platform": platform.platform(), "versions": versions,
         "seed": cfg.train.seed, "device": device, "processes": PartialState().num_processes,
         "torch_threads": torch.get_num_threads(), "git_sha": git_sha(), "command": sys.argv,
         "resumed_from": resumed_from, "precision": decide_bf16(cfg.train.bf16).as_dict(),
     })
+
+
+def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name and the widest vector unit torch uses, e.g. "AMD EPYC 7B13, AVX2".
+
+    Speed figures depend on both (bf16 is fast only with AVX-512 BF16 / AMX), and platform.processor()
+    is empty on most Linux systems. The name comes from /proc/cpuinfo where there is one.
+    """
+    import torch
+
+    name = platform.processor()
+    try:
+        lines = Path(cpuinfo).read_text(errors="replace").splitlines()
+        name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name or 'unknown'}, {torch.backends.cpu.get_cpu_capability()}"
 
 
 class _Console(logging.StreamHandler):
