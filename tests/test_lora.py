@@ -150,3 +150,20 @@ def test_lora_layers_use_cheap_dropout_with_their_own_p(tiny_qwen):
     from tasktune.models.lora_dropout import swap_lora_dropout
 
     assert swap_lora_dropout(plain) == 0
+
+
+def test_wrapping_and_loading_adapters_print_no_peft_deprecation(tiny_qwen, tmp_path):
+    # peft reads a transformers attribute renamed in v5: the FutureWarning reached every `predict` as noise.
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+
+    from tasktune.config import LoraSettings
+    from tasktune.models.peft_adapters import apply_lora, load_adapter
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = apply_lora(AutoModelForCausalLM.from_pretrained(tiny_qwen), LoraSettings(r=2), "CAUSAL_LM")
+        model.save_pretrained(tmp_path / "adapter")
+        load_adapter(AutoModelForCausalLM.from_pretrained(tiny_qwen), tmp_path / "adapter")
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]

@@ -314,9 +314,10 @@ def test_attn_implementation_reaches_the_model_and_keeps_the_packed_loss(tiny_qw
             task.build_model(tiny_qwen, _cfg(tiny_qwen, "model.attn_implementation=flex_attention"), {})
 
 
-def test_inspect_counts_formats_and_token_lengths(tiny_qwen, tmp_path, capsys):
+def test_inspect_counts_formats_and_token_lengths(tiny_qwen, tmp_path, capsys, monkeypatch):
     from tasktune.tasks.sft import encode_row
 
+    monkeypatch.chdir(tmp_path)  # the histogram PNG goes to the working directory (d.lengths.png)
     write_jsonl(tmp_path / "d.jsonl", [ALPACA, SHAREGPT, MESSAGES, {"conversations": "not a list"}])
     assert main(["data", "inspect", str(tmp_path / "d.jsonl"), "--task", "sft", "--model", tiny_qwen]) == 0
     view = json.loads(capsys.readouterr().out)["sft"]
@@ -325,6 +326,7 @@ def test_inspect_counts_formats_and_token_lengths(tiny_qwen, tmp_path, capsys):
     length = len(encode_row(tok, SFT().parse_row(ALPACA, cfg, None), cfg)[0]["input_ids"])
     assert view["prompt_tokens"]["max"] + view["response_tokens"]["max"] == length   # the three rows are one example
     assert view["advice"].startswith(f"model.max_length {length} keeps 95%")
+    assert (tmp_path / "d.lengths.png").stat().st_size > 1000
 
 
 def test_tokenised_features_are_cached_by_rows_tokenizer_and_settings(tiny_qwen, tmp_path, monkeypatch):

@@ -11,10 +11,22 @@ Example:
 from __future__ import annotations
 
 import logging
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger("tasktune")
 ADAPTER_CONFIG = "adapter_config.json"
+
+
+@contextmanager
+def _peft_reads_renamed_attribute():
+    """Silence the one FutureWarning peft 0.21 triggers on every wrap: it reads transformers'
+    `is_gradient_checkpointing`, renamed in transformers 5 (old name kept until v6). Nothing a tasktune user
+    can act on, and it printed on every `predict`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def is_adapter(folder: str | Path) -> bool:
@@ -40,7 +52,8 @@ def apply_lora(model, lora, task_type: str | None):
         targets = _modules_in_layers(model, targets, layers)
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=targets, modules_to_save=lora.modules_to_save, task_type=task_type)
-    model = get_peft_model(model, config)
+    with _peft_reads_renamed_attribute():
+        model = get_peft_model(model, config)
     from tasktune.models.lora_dropout import swap_lora_dropout
 
     swap_lora_dropout(model)  # same p; peft's nn.Dropout draws masks slowly on CPUs (see lora_dropout.py)
@@ -120,7 +133,8 @@ def load_adapter(base_model, folder: str | Path):
     """The base model with the adapter (and any heads saved beside it) from `folder`, for inference."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base_model, str(folder), is_trainable=False)
+    with _peft_reads_renamed_attribute():
+        return PeftModel.from_pretrained(base_model, str(folder), is_trainable=False)
 
 
 def merge(model):
