@@ -277,7 +277,7 @@ def test_packed_batch_gives_the_unpacked_loss(tiny_qwen):
 
     task, tok = SFT(), _tokenizer(tiny_qwen)
     cfg, packed_cfg = _cfg(tiny_qwen, "task.train_on_prompt=true"), _cfg(tiny_qwen, "task.train_on_prompt=true",
-                                                                        "train.packing=true")
+                                                                        "train.packing=true", "model.max_length=512")
     rows = [task.parse_row(r, cfg, None) for r in (ALPACA, {"instruction": "a much longer prompt than the first",
                                                            "output": "negative and more"}, MESSAGES)]
     feats = task.prepare(rows, tok, cfg, {})
@@ -288,10 +288,30 @@ def test_packed_batch_gives_the_unpacked_loss(tiny_qwen):
     with torch.no_grad():
         a, b = task.compute_loss(model, padded, cfg, {}), task.compute_loss(model, packed, packed_cfg, {})
     assert b.item() == pytest.approx(a.item(), rel=1e-4)
+    # Rows of at most model.max_length: the longest and shortest example share a row, the third gets one of
+    # its own, ending in a block of padding.
+    lengths = [len(f["input_ids"]) for f in feats]
+    width = max(lengths) + min(lengths)
+    short = _cfg(tiny_qwen, "task.train_on_prompt=true", "train.packing=true", f"model.max_length={width}")
+    two = task.collator(tok, short, {})(feats)
+    assert two["input_ids"].shape == (2, width) and two["loss_items"] == padded["loss_items"]
+    assert (two["input_ids"] == tok.pad_token_id).any()  # the padding block
+    with torch.no_grad():
+        assert task.compute_loss(model, two, short, {}).item() == pytest.approx(a.item(), rel=1e-4)
     # Without restarting positions (one long sequence) the loss differs: the packing is what makes it equal.
     del packed["position_ids"]
     with torch.no_grad():
         assert abs(task.compute_loss(model, packed, packed_cfg, {}).item() - a.item()) > 1e-3
+
+
+def test_pack_rows_fills_rows_first_fit_decreasing():
+    from tasktune.tasks.sft import pack_rows
+
+    assert pack_rows([300, 200, 250, 100], 512) == [[0, 1], [2, 3]]
+    assert pack_rows([600, 10], 512) == [[0], [1]]  # longer than a row: a row of its own
+    rows = pack_rows([7, 3, 9, 1, 4, 8, 2], 10)
+    assert sorted(i for r in rows for i in r) == list(range(7))  # every sequence once
+    assert all(sum([7, 3, 9, 1, 4, 8, 2][i] for i in r) <= 10 for r in rows) and len(rows) == 4
 
 
 def test_attn_implementation_reaches_the_model_and_keeps_the_packed_loss(tiny_qwen):

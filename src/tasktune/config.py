@@ -155,8 +155,8 @@ class TrainConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the task's loss.")
     seed: int = Field(42, description="Seed for weights init, data order and the train/eval split.")
     packing: bool = Field(
-        False, description="Pack each batch's examples back to back into one sequence (attention stays within "
-        "each example): no compute on padding. For label scoring and sft. Pays on CPUs (1.7x measured); on a GPU with "
+        False, description="Pack each batch's examples back to back (attention stays within each example): no "
+        "compute on padding. label scoring: the batch in one sequence; sft: rows of up to model.max_length tokens. Pays on CPUs (1.7x measured); on a GPU with "
         "SDPA the pack's dense mask made it 0.54x (bench/RESULTS.md): leave it off there.")
     sampling: Literal["random", "batch_rebalance"] = Field(
         "random", description="random: each forward pass's rows drawn at random. batch_rebalance: each optimizer "
