@@ -68,13 +68,16 @@ def quality(out: Path, files: tuple[Path, Path], a) -> dict:
 
 def speed(out: Path, files: tuple[Path, Path], a) -> dict:
     runs = {}
-    for packing in (False, True):
-        folder = out / f"speed_packing_{packing}"
-        args = [*PEER_LORA, f"data.train={files[1]}", f"data.eval={files[0]}", f"data.max_train_rows={a.speed_rows}",
-                "data.max_eval_rows=4", f"train.packing={str(packing).lower()}", "train.eval_during_training=false"]
-        runs[f"packing={packing}"] = train_subprocess(out, args, folder, config=CONFIG)
-        print(json.dumps(runs[f"packing={packing}"]), flush=True)
-    return {"train": runs, "lm_head_trimming": trimming()}
+    for repeat in range(a.speed_repeats):  # padded and packed interleaved: the host's slow spells hit both
+        for packing in (False, True):
+            name = f"packing={packing}" + (f" r{repeat}" if a.speed_repeats > 1 else "")
+            folder = out / f"speed_packing_{packing}_r{repeat}"
+            args = [*PEER_LORA, f"data.train={files[1]}", f"data.eval={files[0]}",
+                    f"data.max_train_rows={a.speed_rows}", "data.max_eval_rows=4", f"train.packing={str(packing).lower()}",
+                    "train.eval_during_training=false"]
+            runs[name] = train_subprocess(out, args, folder, config=CONFIG)
+            print(json.dumps(runs[name]), flush=True)
+    return {"train": runs, "lm_head_trimming": trimming() if a.trimming else None}
 
 
 def trimming(repeats: int = 3) -> dict:
@@ -183,6 +186,9 @@ def main() -> None:
     p.add_argument("--train", type=int, default=200)
     p.add_argument("--eval", type=int, default=40)
     p.add_argument("--speed-rows", type=int, default=16)
+    p.add_argument("--speed-repeats", type=int, default=1, help="padded and packed runs, interleaved, each this often")
+    p.add_argument("--no-trimming", dest="trimming", action="store_false",
+                   help="speed part: skip the LM-head trimming measurement")
     p.add_argument("--peer-rows", type=int, default=32)
     p.add_argument("--peer-eval", type=int, default=20)
     p.add_argument("--peer-venv", default="/tmp/lfvenv")

@@ -262,7 +262,8 @@ class ResponseCollator:
     than the longest is filled with pad tokens whose positions restart too (a block of its own that no
     example attends to). Why rows of model.max_length and not the whole batch in one row: attention under a
     mask costs the square of the row's length, and one 1,024-token row of two 512-token examples trained
-    16% slower than the two rows (gemma-3-270m + LoRA, 2 CPU cores), with nothing to gain from packing."""
+    10-20% slower than the two rows (gemma-3-270m + LoRA, 2 CPU cores, bench/pack_rows_speed.py), with
+    nothing to gain from packing."""
 
     def __init__(self, pad_id: int, packed: bool = False, row_length: int | None = None):
         self.pad, self.packed, self.row_length = pad_id, packed, row_length
