@@ -16,8 +16,9 @@ Parts (--parts, default all):
   512-token batch with logits at every position (what a plain causal-LM loss computes) against logits at
   the response positions only (`models/lm_head.logits_at`, what tasktune trains with), interleaved.
 - peer: LLaMA-Factory 0.9.5 in its own virtualenv (--peer-venv; `pip install torch==2.13.0
-  llamafactory==0.9.5` there, then `pip install torch==2.13.0` again: llamafactory pulls a newer torch; its
-  torchaudio import is stubbed, see `stub_torchaudio`) and tasktune on the same --peer-rows train rows, --peer-eval held-out
+  llamafactory==0.9.5` there, then `pip install torch==2.13.0` again: llamafactory pulls a newer torch; then
+  `pip uninstall torchvision torchaudio`: the versions it pulls need that newer torch and break `import
+  transformers`; its torchaudio import is stubbed, see `stub_torchaudio`) and tasktune on the same --peer-rows train rows, --peer-eval held-out
   rows, cutoff 512, LoRA r 8 / alpha 16 / dropout 0.05 on all linear layers of all layers, batch 2 x 4
   accumulation, lr 2e-4, warmup 0.1, 1 epoch, fp32, eval batch 1: train samples/s (each trainer's own
   figure; tasktune's also without its in-training evaluation), wall time, peak RSS and final eval loss
