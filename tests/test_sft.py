@@ -304,6 +304,28 @@ def test_packed_batch_gives_the_unpacked_loss(tiny_qwen):
         assert abs(task.compute_loss(model, packed, packed_cfg, {}).item() - a.item()) > 1e-3
 
 
+def test_packed_rows_give_the_unpacked_loss_on_gemma_with_a_sliding_window(tiny_gemma):
+    """Rows of packed examples (and a padding block) on Gemma 3, whose sliding-window layer (window 8) must combine
+    its window with the pack's block mask: the same summed loss as padded rows."""
+    from transformers import AutoModelForCausalLM
+
+    task, tok = SFT(), _tokenizer(tiny_gemma)
+    cfg = _cfg(tiny_gemma, "task.train_on_prompt=true")
+    rows = [task.parse_row(r, cfg, None) for r in (ALPACA, {"instruction": "a much longer prompt than the first one",
+                                                           "output": "negative and more"}, MESSAGES)]
+    feats = task.prepare(rows, tok, cfg, {})
+    lengths = [len(f["input_ids"]) for f in feats]
+    assert min(lengths) > 8  # every example is longer than the window
+    packed_cfg = _cfg(tiny_gemma, "task.train_on_prompt=true", "train.packing=true",
+                      f"model.max_length={max(lengths) + min(lengths)}")
+    padded, packed = task.collator(tok, cfg, {})(feats), task.collator(tok, packed_cfg, {})(feats)
+    assert packed["input_ids"].shape[0] == 2
+    model = AutoModelForCausalLM.from_pretrained(tiny_gemma, attn_implementation="sdpa").eval()
+    with torch.no_grad():
+        a, b = task.compute_loss(model, padded, cfg, {}), task.compute_loss(model, packed, packed_cfg, {})
+    assert b.item() == pytest.approx(a.item(), rel=1e-4)
+
+
 def test_pack_rows_fills_rows_first_fit_decreasing():
     from tasktune.tasks.sft import pack_rows
 
