@@ -63,8 +63,7 @@ def features(config_path: str, overrides: list[str]) -> list[dict]:
     cfg = load_config(config_path, overrides)
     task = get_task(cfg.task.name)
     splits = load_splits(cfg, task)
-    side = "left" if cfg.task.name == "sft" or cfg.task.method == "label_scoring" else "right"
-    return task.prepare(splits.train, load_tokenizer(resolve_model(cfg.model.name), side), cfg, splits.state)
+    return task.prepare(splits.train, load_tokenizer(resolve_model(cfg.model.name)), cfg, splits.state)
 
 
 def classification(s: dict, out: Path) -> dict:
@@ -79,7 +78,7 @@ def classification(s: dict, out: Path) -> dict:
     order = list(range(len(lengths)))
     random.Random(0).shuffle(order)  # the Trainer's shuffle is seeded too; any order gives the same sum
     packs = [sum(lengths[i] for i in order[k:k + 8]) for k in range(0, len(order), 8)]
-    peer = statistics.mean(row_flops(s, compare.MAX_LEN, compare.MAX_LEN, 0) for _ in lengths)
+    peer = row_flops(s, compare.MAX_LEN, compare.MAX_LEN, 0)  # every row padded to the same length
 
     def packed(lowest: int, attention: bool = True) -> float:
         per_batch = [row_flops(s, t, t if attention else 0, 0, lowest_adapted=lowest) for t in packs]
@@ -90,6 +89,7 @@ def classification(s: dict, out: Path) -> dict:
             "peer_gflop_per_row": peer / 1e9, "tasktune_gflop_per_row": packed(0) / 1e9,
             "ceiling_same_lora": peer / packed(0),
             "ceiling_same_lora_without_attention": peer_linear / packed(0, attention=False),
+            "tasktune_gflop_per_row_lora_top9": packed(s["layers"] // 2) / 1e9,
             "ceiling_lora_top9": peer / packed(s["layers"] // 2),
             "ceiling_lora_top9_without_attention": peer_linear / packed(s["layers"] // 2, attention=False),
             "tasktune_gflop_per_row_without_attention": packed(0, attention=False) / 1e9,

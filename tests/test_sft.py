@@ -295,9 +295,17 @@ def test_packed_batch_gives_the_unpacked_loss(tiny_qwen):
     short = _cfg(tiny_qwen, "task.train_on_prompt=true", "train.packing=true", f"model.max_length={width}")
     two = task.collator(tok, short, {})(feats)
     assert two["input_ids"].shape == (2, width) and two["loss_items"] == padded["loss_items"]
-    assert (two["input_ids"] == tok.pad_token_id).any()  # the padding block
+    assert (two["input_ids"] == tok.pad_token_id).any()  # the shorter row ends in padding
     with torch.no_grad():
         assert task.compute_loss(model, two, short, {}).item() == pytest.approx(a.item(), rel=1e-4)
+    # A row per example: the padding continues its example's positions, so transformers sees no packing and
+    # runs plain causal attention with no mask.
+    from transformers.masking_utils import find_packed_sequence_indices
+
+    alone = task.collator(tok, _cfg(tiny_qwen, "train.packing=true", f"model.max_length={max(lengths)}"), {})(feats)
+    assert alone["input_ids"].shape == (3, max(lengths)) and (alone["input_ids"] == tok.pad_token_id).any()
+    assert find_packed_sequence_indices(alone["position_ids"]) is None
+    assert find_packed_sequence_indices(two["position_ids"]) is not None  # two examples share a row there
     # Without restarting positions (one long sequence) the loss differs: the packing is what makes it equal.
     del packed["position_ids"]
     with torch.no_grad():

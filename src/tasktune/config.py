@@ -156,8 +156,9 @@ class TrainConfig(Section):
     seed: int = Field(42, description="Seed for weights init, data order and the train/eval split.")
     packing: bool = Field(
         False, description="Pack each batch's examples back to back (attention stays within each example): no "
-        "compute on padding. label scoring: the batch in one sequence; sft: rows of up to model.max_length tokens. Pays on CPUs (1.7x measured); on a GPU with "
-        "SDPA the pack's dense mask made it 0.54x (bench/RESULTS.md): leave it off there.")
+        "compute on padding. label scoring: the batch in one sequence; sft: rows of up to model.max_length tokens. "
+        "Pays on CPUs (1.7x measured); on a GPU with SDPA the pack's dense mask made it 0.54x (bench/RESULTS.md): "
+        "leave it off there.")
     sampling: Literal["random", "batch_rebalance"] = Field(
         "random", description="random: each forward pass's rows drawn at random. batch_rebalance: each optimizer "
         "step's rows are still drawn at random, then sorted by length into forward passes of similar length "
